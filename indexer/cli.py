@@ -1,0 +1,293 @@
+"""The ``clipsearch`` command line.
+
+Global options also read environment variables (CLIPSEARCH_DATA_DIR,
+CLIPSEARCH_DB_URL, CLIPSEARCH_MODEL, CLIPSEARCH_PRETRAINED, and every other
+setting in :mod:`search.config`). Library errors are turned into a one-line
+message and a non-zero exit status here, never a stack trace.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+
+import click
+
+from search.config import Settings
+from search.errors import SearchError
+
+log = logging.getLogger("clipsearch")
+
+EXIT_ERROR = 2
+EXIT_CHECK_FAILED = 1
+
+
+class CliContext:
+    """Settings plus lazily loaded heavy objects, shared by the subcommands."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._encoder = None
+        self._library = None
+
+    def encoder(self):
+        if self._encoder is None:
+            from search.encoder import load_encoder
+            self._encoder = load_encoder(self.settings)
+        return self._encoder
+
+    def library(self, *, load: bool = True):
+        if self._library is None:
+            from search.library import Library
+            self._library = Library(self.settings)
+            if load:
+                self._library.load()
+        return self._library
+
+    def service(self):
+        from search.service import SearchService
+        enc = self.encoder()
+        lib = self.library()
+        lib.bind_model(enc.identity)
+        return SearchService(lib, enc, max_pixels=self.settings.max_pixels)
+
+
+class ClipsearchGroup(click.Group):
+    """Turns library errors into clean messages and exit codes."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except SearchError as e:
+            click.echo(f"error: {e.message}", err=True)
+            ctx.exit(EXIT_ERROR)
+        except (FileNotFoundError, NotADirectoryError, PermissionError) as e:
+            click.echo(f"error: {e}", err=True)
+            ctx.exit(EXIT_ERROR)
+
+
+@click.group(cls=ClipsearchGroup)
+@click.option("--data-dir", help="Data directory [env CLIPSEARCH_DATA_DIR; default ./data].")
+@click.option("--db-url", help="SQLAlchemy URL of the store [env CLIPSEARCH_DB_URL; "
+              "default SQLite in the data directory].")
+@click.option("--model", help="open_clip model name, clipsearch-mini, or a model-config JSON "
+              "file [env CLIPSEARCH_MODEL; default ViT-B-32].")
+@click.option("--pretrained", help="Pretrained tag, local checkpoint file, or 'none' "
+              "[env CLIPSEARCH_PRETRAINED; default: the model's own].")
+@click.option("--device", help="Torch device: cpu, cuda, cuda:1 [env CLIPSEARCH_DEVICE].")
+@click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+@click.pass_context
+def cli(ctx, data_dir, db_url, model, pretrained, device, verbose, quiet):
+    """clipsearch: search your images by text, by example image, and find texts for images."""
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    for noisy in ("PIL", "urllib3", "huggingface_hub", "filelock"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    if verbose < 2:
+        logging.getLogger("root").setLevel(logging.ERROR)  # open_clip's "initialized randomly"
+    try:
+        settings = Settings.from_env(os.environ, data_dir=data_dir, db_url=db_url, model=model,
+                                     pretrained=pretrained, device=device)
+    except SearchError as e:
+        raise click.UsageError(e.message)
+    ctx.obj = CliContext(settings)
+
+
+# -- index ---------------------------------------------------------------------
+@cli.command("index")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option("--workers", type=int, help="Decoder processes [env CLIPSEARCH_WORKERS].")
+@click.option("--batch-size", type=int, help="Images per encoder batch.")
+@click.option("--reembed", is_flag=True, help="Re-embed everything with the configured model "
+              "(needed after changing models).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a tty).")
+@click.pass_obj
+def index_cmd(obj: CliContext, paths, workers, batch_size, reembed, as_json, progress):
+    """Index (or update the index of) the images under PATHS."""
+    import dataclasses
+
+    from indexer.pipeline import IndexJob
+
+    from .progress import TerminalProgress
+
+    overrides = {k: v for k, v in (("workers", workers), ("batch_size", batch_size)) if v is not None}
+    if overrides:
+        obj.settings = dataclasses.replace(obj.settings, **overrides)
+    encoder = obj.encoder()
+    library = obj.library(load=False)
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = TerminalProgress(enabled=show)
+    stop = {"flag": False}
+
+    def on_term(signum, frame):  # SIGTERM: finish the checkpoint, save, exit
+        stop["flag"] = True
+
+    old = signal.signal(signal.SIGTERM, on_term)
+    try:
+        job = IndexJob(library, encoder, obj.settings, progress=bar, reembed=reembed,
+                       should_stop=lambda: stop["flag"])
+        summary = job.run(list(paths))
+    finally:
+        signal.signal(signal.SIGTERM, old)
+        bar.close()
+    if as_json:
+        click.echo(json.dumps(summary.to_dict(), indent=2))
+    else:
+        _print_summary(summary)
+    if summary.interrupted:
+        sys.exit(130)
+
+
+def _print_summary(summary) -> None:
+    d = summary.to_dict()
+    click.echo(f"added {d['added']}, updated {d['updated']}, moved {d['moved']}, "
+               f"removed {d['removed']}, unchanged {d['unchanged']}, skipped {d['skipped']}"
+               f" ({d['texts_added']} captions) in {d['seconds']:.1f}s "
+               f"({d['embedded_per_second']:.1f} files/s)")
+    for reason, n in sorted(d["skipped_by_reason"].items(), key=lambda kv: -kv[1]):
+        click.echo(f"  skipped {n}: {reason}")
+    for f in d["skipped_files"][:50]:
+        click.echo(f"    {f['path']}: {f['reason']}")
+    if len(d["skipped_files"]) > 50:
+        click.echo(f"    ... and {d['skipped'] - 50} more (use --json for all)")
+    if summary.interrupted:
+        click.echo("interrupted: run the same command again to finish")
+
+
+# -- search --------------------------------------------------------------------
+@cli.command("search")
+@click.argument("text", required=False)
+@click.option("--image", type=click.Path(exists=True, dir_okay=False), help="Search by this image.")
+@click.option("--item", type=int, help="Search by an indexed item id.")
+@click.option("--texts", is_flag=True, help="Find texts describing the image instead of images.")
+@click.option("-k", "--k", "k", default=10, show_default=True, help="Number of results.")
+@click.option("--offset", default=0, help="Skip this many results (paging).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def search_cmd(obj: CliContext, text, image, item, texts, k, offset, as_json):
+    """Search by TEXT, by --image FILE or by --item ID."""
+    from search.service import SearchRequest, Term
+
+    given = [x is not None for x in (text, image, item)]
+    if sum(given) != 1:
+        raise click.UsageError("give exactly one of TEXT, --image FILE, --item ID")
+    if image is not None:
+        with open(image, "rb") as f:
+            term = Term(image=f.read())
+    elif item is not None:
+        term = Term(item_id=item)
+    else:
+        term = Term(text=text)
+    service = obj.service()
+    req = SearchRequest((term,), k=k, offset=offset)
+    page = service.search_texts(req) if texts else service.search_images(req)
+    if as_json:
+        click.echo(json.dumps([h.to_dict() for h in page.hits], indent=2, default=str))
+        return
+    if not page.hits:
+        click.echo("no results")
+    for h in page.hits:
+        label = h.item.get("text") if texts else h.item.get("path")
+        click.echo(f"{h.score:.4f}  {h.id:>7}  {label}")
+
+
+# -- texts ---------------------------------------------------------------------
+@cli.group("texts")
+def texts_group():
+    """Manage the text corpus searched by image-to-text queries."""
+
+
+@texts_group.command("add")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--source", help="Source label (default: the file name).")
+@click.pass_obj
+def texts_add(obj: CliContext, file, source):
+    """Add texts from FILE: one per line, or JSONL objects with a "text" field."""
+    from .texts import add_texts_file
+
+    n_added, n_read = add_texts_file(obj.library(), obj.encoder(), file, source=source)
+    click.echo(f"added {n_added} texts ({n_read - n_added} duplicates skipped)")
+
+
+@texts_group.command("remove")
+@click.option("--source", required=True, help="Remove every text of this source.")
+@click.pass_obj
+def texts_remove(obj: CliContext, source):
+    """Remove texts by source."""
+    from .texts import remove_texts
+
+    n = remove_texts(obj.library(), source)
+    click.echo(f"removed {n} texts")
+
+
+# -- stats / check ---------------------------------------------------------------
+@cli.command("stats")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def stats_cmd(obj: CliContext, as_json):
+    """Counts of indexed and skipped images, texts, formats, model."""
+    lib = obj.library()
+    st = lib.store.stats()
+    st["index"] = {t: ({"kind": i.kind, "vectors": len(i)} if i is not None else None)
+                   for t, i in lib.indexes.items()}
+    st["data_dir"] = obj.settings.data_dir
+    if as_json:
+        click.echo(json.dumps(st, indent=2, default=str))
+        return
+    for key, value in st.items():
+        click.echo(f"{key}: {value}")
+
+
+@cli.command("check")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def check_cmd(obj: CliContext, as_json):
+    """Check that the index files agree with the store (exit 1 and a diff when not)."""
+    lib = obj.library(load=False)
+    diffs = lib.check()
+    if as_json:
+        click.echo(json.dumps([{"table": d.table, "ok": d.ok, "problem": d.problem,
+                                "missing": d.missing.tolist(), "extra": d.extra.tolist()}
+                               for d in diffs], indent=2))
+    else:
+        for d in diffs:
+            click.echo(d.describe())
+    if not all(d.ok for d in diffs):
+        if not as_json:
+            click.echo("run `clipsearch index` on the library (or any command that loads it) to repair",
+                       err=True)
+        sys.exit(EXIT_CHECK_FAILED)
+
+
+def _register_optional_commands() -> None:
+    """Commands that live in their own modules (model training/eval, web serving)."""
+    import importlib
+
+    for module, names in (("indexer.commands_model", ("train", "eval_cmd", "gallery")),
+                          ("indexer.commands_web", ("serve", "demo"))):
+        try:
+            mod = importlib.import_module(module)
+        except ImportError as e:
+            if e.name != module:
+                raise
+            continue
+        for name in names:
+            cmd = getattr(mod, name, None)
+            if cmd is not None:
+                cli.add_command(cmd)
+
+
+_register_optional_commands()
+
+
+def main() -> None:
+    cli(prog_name="clipsearch")
+
+
+if __name__ == "__main__":
+    main()

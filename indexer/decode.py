@@ -1,0 +1,89 @@
+"""Work done in decoder processes: read a file once, hash it, decode and preprocess it.
+
+Functions here run in worker processes (spawned, so they import no torch) and
+return small picklable results: a uint8 ``(S, S, 3)`` array ready for the
+encoder, or the reason the file is skipped.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from search.encoder import Preprocess
+from search.errors import SearchError
+from search.images import decode_image
+
+
+@dataclass
+class Decoded:
+    path: str
+    size: int
+    mtime: float
+    content_hash: str | None
+    pixels: np.ndarray | None = None  # uint8 (S, S, 3); None when skipped
+    width: int | None = None
+    height: int | None = None
+    format: str | None = None
+    captured_at: dt.datetime | None = None
+    camera: str | None = None
+    skip_reason: str | None = None
+    caption: str | None = None  # from a sidecar .txt file
+
+
+MAX_CAPTION_BYTES = 64 * 1024
+
+
+def read_sidecar(path: str) -> str | None:
+    """Caption of ``photo.jpg`` from ``photo.txt`` next to it, if present and readable."""
+    side = os.path.splitext(path)[0] + ".txt"
+    try:
+        with open(side, "rb") as f:
+            raw = f.read(MAX_CAPTION_BYTES)
+    except OSError:
+        return None
+    text = raw.decode("utf-8", errors="replace").strip()
+    return text or None
+
+
+def hash_file(path: str) -> tuple[str, str | None]:
+    """(path, sha256 hex) or (path, None) when unreadable."""
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError:
+        return path, None
+    return path, h.hexdigest()
+
+
+def decode_file(path: str, preprocess: Preprocess, max_pixels: int) -> Decoded:
+    """Read, hash, decode and preprocess one file. Never raises for bad input."""
+    try:
+        st = os.stat(path)
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        return Decoded(path, 0, 0.0, None, skip_reason=f"unreadable: {e.strerror or e}")
+    digest = hashlib.sha256(data).hexdigest()
+    out = Decoded(path, st.st_size, st.st_mtime, digest)
+    try:
+        img = decode_image(data, max_pixels=max_pixels, draft_size=preprocess.size)
+        out.pixels = preprocess(img.image)
+    except SearchError as e:
+        out.skip_reason = e.message
+        return out
+    except MemoryError:
+        out.skip_reason = "out of memory while decoding"
+        return out
+    except Exception as e:  # a decoder bug must cost one file, not the job
+        out.skip_reason = f"decoder error: {type(e).__name__}: {e}"
+        return out
+    out.width, out.height, out.format = img.width, img.height, img.format
+    out.captured_at, out.camera = img.captured_at, img.camera
+    out.caption = read_sidecar(path)
+    return out

@@ -1,0 +1,158 @@
+"""Settings: one frozen object, built once at the edge (CLI, web, tests) and passed down.
+
+Library code never reads ``os.environ``; the edge calls :func:`Settings.from_env`
+with a mapping (normally ``os.environ``) and explicit overrides from options.
+Every setting is declared once in :data:`SETTINGS` with its environment
+variable, default and help text; a test checks that each one is documented in
+the README.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import BadRequest
+
+DEFAULT_MODEL = "ViT-B-32"
+
+
+def _setting(default: Any, help: str, *, env: str | None = None, kind: str = "str"):
+    return field(default=default, metadata={"help": help, "env": env, "kind": kind})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All knobs of clipsearch. Paths are absolute once built by :meth:`from_env`."""
+
+    data_dir: str = _setting(
+        "./data", "Directory holding the SQLite store, the FAISS index files and caches.",
+        env="CLIPSEARCH_DATA_DIR")
+    db_url: str | None = _setting(
+        None, "SQLAlchemy URL of the metadata store; default sqlite:///DATA_DIR/clipsearch.db.",
+        env="CLIPSEARCH_DB_URL")
+    model: str = _setting(
+        DEFAULT_MODEL, "open_clip model name, 'clipsearch-mini', or a model-config JSON file.",
+        env="CLIPSEARCH_MODEL")
+    pretrained: str | None = _setting(
+        None, "open_clip pretrained tag or a local checkpoint file; 'none' for seeded random "
+        "weights (tests only); default: the model's own (laion2b_s34b_b79k for ViT-B-32, the "
+        "bundled checkpoint for clipsearch-mini).", env="CLIPSEARCH_PRETRAINED")
+    device: str | None = _setting(
+        None, "Torch device for the encoder (cuda, cpu); default: cuda when available.",
+        env="CLIPSEARCH_DEVICE")
+    batch_size: int = _setting(32, "Images per encoder batch.", env="CLIPSEARCH_BATCH_SIZE",
+                               kind="int")
+    workers: int | None = _setting(
+        None, "Decoder worker processes; default: max(1, cores - 1).", env="CLIPSEARCH_WORKERS",
+        kind="int")
+    torch_threads: int | None = _setting(
+        None, "Threads torch may use for the encoder on CPU; default: all cores.",
+        env="CLIPSEARCH_TORCH_THREADS", kind="int")
+    max_pixels: int = _setting(
+        178_956_970, "Images with more pixels than this are skipped (decompression-bomb guard).",
+        env="CLIPSEARCH_MAX_PIXELS", kind="int")
+    checkpoint_every: int = _setting(
+        256, "Indexed files per committed checkpoint; a killed job resumes from the last one.",
+        env="CLIPSEARCH_CHECKPOINT_EVERY", kind="int")
+    index_type: str = _setting(
+        "auto", "Vector index: auto, flat, ivf, hnsw, ivfpq.", env="CLIPSEARCH_INDEX_TYPE")
+    memory_budget_mb: int = _setting(
+        4096, "Memory the vector index may use; guides the auto index choice.",
+        env="CLIPSEARCH_MEMORY_BUDGET_MB", kind="int")
+    use_gpu: bool | None = _setting(
+        None, "Put the FAISS index on the GPU; default: when FAISS reports one.",
+        env="CLIPSEARCH_USE_GPU", kind="bool")
+    # --- web service -------------------------------------------------------
+    host: str = _setting("127.0.0.1", "Address the web service listens on.",
+                         env="CLIPSEARCH_HOST")
+    port: int = _setting(8000, "Port of the web service.", env="CLIPSEARCH_PORT", kind="int")
+    web_workers: int = _setting(1, "WSGI worker processes of the web service.",
+                                env="CLIPSEARCH_WEB_WORKERS", kind="int")
+    api_keys: tuple[str, ...] = _setting(
+        (), "Comma-separated API keys allowed to index, delete and change texts.",
+        env="CLIPSEARCH_API_KEYS", kind="list")
+    search_requires_key: bool = _setting(
+        False, "Require an API key for search requests too.",
+        env="CLIPSEARCH_SEARCH_REQUIRES_KEY", kind="bool")
+    cors_origins: tuple[str, ...] = _setting(
+        (), "Comma-separated origins allowed by CORS; empty means CORS off.",
+        env="CLIPSEARCH_CORS_ORIGINS", kind="list")
+    rate_limit: int = _setting(
+        120, "Search requests per minute per client; 0 disables the limit.",
+        env="CLIPSEARCH_RATE_LIMIT", kind="int")
+    max_upload_mb: int = _setting(20, "Largest accepted upload body, in MiB.",
+                                  env="CLIPSEARCH_MAX_UPLOAD_MB", kind="int")
+    library_roots: tuple[str, ...] = _setting(
+        (), "Comma-separated library roots that POST /api/index may index.",
+        env="CLIPSEARCH_LIBRARY_ROOTS", kind="list")
+
+    # ------------------------------------------------------------------
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+        """Build settings from ``env`` (variables in :data:`SETTINGS`) and explicit overrides.
+
+        Overrides whose value is ``None`` are ignored, so CLI options left unset
+        fall back to the environment and then to the defaults.
+        Raises :class:`BadRequest` for a malformed value.
+        """
+        env = env or {}
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            var = f.metadata.get("env")
+            if var and env.get(var) not in (None, ""):
+                values[f.name] = _parse(f.metadata["kind"], env[var], var)
+        for name, value in overrides.items():
+            if name not in {f.name for f in dataclasses.fields(cls)}:
+                raise TypeError(f"unknown setting {name!r}")
+            if value is not None:
+                values[name] = value
+        settings = cls(**values)
+        return settings.resolved()
+
+    def resolved(self) -> "Settings":
+        data_dir = str(Path(self.data_dir).expanduser().resolve())
+        return dataclasses.replace(
+            self, data_dir=data_dir,
+            library_roots=tuple(str(Path(r).expanduser().resolve()) for r in self.library_roots))
+
+    @property
+    def database_url(self) -> str:
+        if self.db_url:
+            return self.db_url
+        return "sqlite:///" + os.path.join(self.data_dir, "clipsearch.db")
+
+    @property
+    def index_dir(self) -> str:
+        return os.path.join(self.data_dir, "index")
+
+    @property
+    def cache_dir(self) -> str:
+        return os.path.join(self.data_dir, "cache")
+
+
+def _parse(kind: str, raw: str, name: str) -> Any:
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "bool":
+            low = raw.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if kind == "list":
+            return tuple(p.strip() for p in raw.split(",") if p.strip())
+        return raw
+    except ValueError:
+        raise BadRequest(f"{name}={raw!r} is not a valid {kind}") from None
+
+
+#: (name, environment variable, default, help) of every setting, for docs and tests.
+SETTINGS = tuple(
+    (f.name, f.metadata.get("env"), f.default, f.metadata["help"])
+    for f in dataclasses.fields(Settings)
+)

@@ -1,0 +1,220 @@
+"""A data directory opened for work: store + image/text vector indexes + model identity.
+
+The store holds every vector; the FAISS files under ``DATA_DIR/index`` are a
+cache of them. Opening a library loads each index file, checks it against the
+store (model identity, ids) and repairs a disagreement from the stored
+vectors: after a killed indexing job the index simply catches up. ``check()``
+reports the same disagreement without repairing it.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .config import Settings
+from .errors import IndexMismatch, ModelMismatch
+from .index import VectorIndex, choose_kind
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+TABLES = ("images", "texts")
+
+
+@dataclass
+class IndexDiff:
+    """Disagreement between one FAISS index file and the store."""
+
+    table: str
+    missing: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # in store only
+    extra: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # in index only
+    problem: str | None = None  # model mismatch, unreadable file, ...
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None and not len(self.missing) and not len(self.extra)
+
+    def describe(self) -> str:
+        if self.ok:
+            return f"{self.table}: index and store agree"
+        parts = [f"{self.table}:"]
+        if self.problem:
+            parts.append(self.problem)
+        if len(self.missing):
+            parts.append(f"{len(self.missing)} ids in the store but not in the index "
+                         f"(e.g. {self.missing[:10].tolist()})")
+        if len(self.extra):
+            parts.append(f"{len(self.extra)} ids in the index but not in the store "
+                         f"(e.g. {self.extra[:10].tolist()})")
+        return " ".join(parts)
+
+
+class Library:
+    """Store and indexes of one data directory, bound to one model identity."""
+
+    def __init__(self, settings: Settings, *, store: Store | None = None):
+        self.settings = settings
+        os.makedirs(settings.data_dir, exist_ok=True)
+        os.makedirs(settings.index_dir, exist_ok=True)
+        self.store = store or Store(settings.database_url)
+        self.indexes: dict[str, VectorIndex | None] = {t: None for t in TABLES}
+        self._lock = threading.RLock()
+        self._loaded_stamp: dict[str, float | None] = {t: None for t in TABLES}
+
+    # -- paths ---------------------------------------------------------------
+    def index_path(self, table: str) -> str:
+        return os.path.join(self.settings.index_dir, f"{table}.faiss")
+
+    def _stamp(self, table: str) -> float | None:
+        try:
+            return os.stat(self.index_path(table) + ".json").st_mtime_ns
+        except OSError:
+            return None
+
+    # -- model ---------------------------------------------------------------
+    def bind_model(self, identity, *, allow_change: bool = False) -> None:
+        """Tie this library to ``identity`` (a ModelIdentity); raises ModelMismatch."""
+        self.store.bind_model(identity.to_dict(), allow_change=allow_change)
+        self.identity = identity
+
+    @property
+    def model(self) -> dict | None:
+        return self.store.model_identity()
+
+    # -- loading, checking, repairing -----------------------------------------
+    def _read(self, table: str) -> tuple[VectorIndex | None, str | None]:
+        path = self.index_path(table)
+        if not os.path.exists(path):
+            return None, None
+        try:
+            index, meta = VectorIndex.load(path, use_gpu=self.settings.use_gpu)
+        except IndexMismatch as e:
+            return None, f"index file unreadable ({e})"
+        model = self.model
+        if model is not None and meta.get("model") != model:
+            return None, (f"index file was built with model {meta.get('model')}, "
+                          f"store holds vectors of {model}")
+        return index, None
+
+    def check(self) -> list[IndexDiff]:
+        """Compare each index file on disk with the store; repairs nothing."""
+        diffs = []
+        for table in TABLES:
+            index, problem = self._read(table)
+            stored = self.store.vector_ids(table)
+            if index is None:
+                if problem is None and len(stored):
+                    problem = "index file missing"
+                diffs.append(IndexDiff(table, missing=stored, problem=problem))
+                continue
+            held = index.ids()
+            diffs.append(IndexDiff(table, missing=np.setdiff1d(stored, held),
+                                   extra=np.setdiff1d(held, stored)))
+        return diffs
+
+    def load(self) -> "Library":
+        """Load all indexes, repairing them from the store where they disagree."""
+        with self._lock:
+            for table in TABLES:
+                self.indexes[table] = self._load_one(table)
+        return self
+
+    def _load_one(self, table: str) -> VectorIndex | None:
+        stamp = self._stamp(table)
+        index, problem = self._read(table)
+        if problem:
+            log.warning("%s index: %s; rebuilding from the store", table, problem)
+            index = None
+        stored = self.store.vector_ids(table)
+        if index is None:
+            if not len(stored):
+                self._loaded_stamp[table] = stamp
+                return None
+            index = self._rebuild(table)
+            self._save_one(table, index)
+            return index
+        held = index.ids()
+        missing, extra = np.setdiff1d(stored, held), np.setdiff1d(held, stored)
+        if len(missing) or len(extra):
+            log.warning("%s index out of date: %d to add, %d to remove; repairing from the store",
+                        table, len(missing), len(extra))
+            if len(extra):
+                index.remove(extra)
+            for ids, vecs in self.store.iter_vectors(table, ids=missing):
+                index.add(ids, vecs)
+            self._save_one(table, index)
+        else:
+            self._loaded_stamp[table] = stamp
+        return index
+
+    def reload_if_changed(self) -> None:
+        """Reload indexes another process has saved since we loaded them (cheap stat)."""
+        for table in TABLES:
+            if self._stamp(table) != self._loaded_stamp[table]:
+                with self._lock:
+                    if self._stamp(table) != self._loaded_stamp[table]:
+                        log.info("%s index changed on disk; reloading", table)
+                        self.indexes[table] = self._load_one(table)
+
+    def _rebuild(self, table: str) -> VectorIndex:
+        ids_parts, vec_parts = [], []
+        for ids, vecs in self.store.iter_vectors(table):
+            ids_parts.append(ids)
+            vec_parts.append(vecs)
+        ids = np.concatenate(ids_parts)
+        vecs = np.concatenate(vec_parts)
+        kind = self.settings.index_type
+        log.info("building %s index (%s) over %d vectors", table, kind, len(ids))
+        return VectorIndex.build(vecs.shape[1], ids, vecs, kind=kind,
+                                 memory_budget_mb=self.settings.memory_budget_mb,
+                                 use_gpu=self.settings.use_gpu)
+
+    # -- writing ------------------------------------------------------------
+    def index(self, table: str, dim: int) -> VectorIndex:
+        """The in-memory index of ``table``, created empty when there is none."""
+        with self._lock:
+            idx = self.indexes[table]
+            if idx is None:
+                kind = self.settings.index_type
+                if kind == "auto":
+                    kind = "flat"  # grown into a trained kind by save() when large enough
+                idx = VectorIndex(dim, kind=kind, use_gpu=self.settings.use_gpu)
+                self.indexes[table] = idx
+            elif idx.dim != dim:
+                raise ModelMismatch(f"{table} index has dimension {idx.dim}, vectors have {dim}")
+            return idx
+
+    def save(self) -> None:
+        """Write every in-memory index atomically; switch kind first if `auto` asks for it."""
+        with self._lock:
+            for table in TABLES:
+                idx = self.indexes[table]
+                if idx is None:
+                    continue
+                if self.settings.index_type == "auto":
+                    want = choose_kind(len(idx), idx.dim, self.settings.memory_budget_mb)
+                    if want != idx.kind:
+                        log.info("%s index: %d vectors, switching %s -> %s", table, len(idx),
+                                 idx.kind, want)
+                        idx = self._rebuild(table)
+                        self.indexes[table] = idx
+                self._save_one(table, idx)
+
+    def _save_one(self, table: str, idx: VectorIndex) -> None:
+        idx.save(self.index_path(table), meta={"model": self.model, "table": table})
+        self._loaded_stamp[table] = self._stamp(table)
+
+    def search(self, table: str, queries: np.ndarray, k: int, **kw):
+        """Search ``table``; empty results when it has no index yet."""
+        idx = self.indexes[table]
+        m = len(queries)
+        if idx is None or len(idx) == 0:
+            return (np.full((m, k), -np.inf, np.float32), np.full((m, k), -1, np.int64))
+        return idx.search(queries, k, **kw)
+
+    def close(self) -> None:
+        self.store.close()
