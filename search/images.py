@@ -48,6 +48,24 @@ def allowed_formats() -> frozenset[str]:
     return ALLOWED_FORMATS | HEIF_FORMATS if register_heif() else ALLOWED_FORMATS
 
 
+_MAGIC = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF87a", "GIF"),
+          (b"GIF89a", "GIF"), (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"),
+          (b"<svg", "SVG"), (b"<?xml", "XML/SVG"), (b"%PDF", "PDF"))
+
+
+def sniff_format(data: bytes) -> str | None:
+    """Format suggested by the first bytes, without decoding; None if unknown."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    if data[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftypavif"):
+        return "HEIF"
+    head = data[:16].lstrip()
+    for magic, fmt in _MAGIC:
+        if head.startswith(magic):
+            return fmt
+    return None
+
+
 def _openers(allowed: frozenset[str]) -> list[str]:
     """Pillow opener ids for the allowed formats (MPO files are opened by the JPEG opener)."""
     Image.init()
@@ -124,9 +142,13 @@ def decode_image(data: bytes, *, max_pixels: int, draft_size: int | None = None,
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data), formats=_openers(allowed))
     except UnidentifiedImageError:
-        raise UnsupportedMedia("not a supported image (unrecognised or disallowed format)") from None
+        sniffed = sniff_format(data)
+        if sniffed in allowed:
+            raise ImageError(f"corrupt image: unreadable {sniffed} header") from None
+        raise UnsupportedMedia("not an image in an allowed format "
+                               f"({sniffed or 'unrecognised'})") from None
     except Image.DecompressionBombError as e:
-        raise ImageError(f"too many pixels ({e})") from None
+        raise ImageError(f"too large: {e}") from None
     except Exception as e:
         raise ImageError(f"unreadable image header: {e}") from None
     fmt = img.format or "?"

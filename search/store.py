@@ -94,6 +94,37 @@ class TextEntry(Base):
         return {"id": self.id, "text": self.text, "source": self.source, "item_id": self.item_id}
 
 
+class Job(Base):
+    """A background indexing job started through the API; any web worker can report it."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    roots: Mapped[str] = mapped_column(Text)  # JSON list
+    state: Mapped[str] = mapped_column(String(16), index=True)  # queued running done failed
+    phase: Mapped[str | None] = mapped_column(String(32))
+    done: Mapped[int] = mapped_column(Integer, default=0)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    rate: Mapped[float] = mapped_column(Float, default=0.0)
+    eta: Mapped[float | None] = mapped_column(Float)
+    summary: Mapped[str | None] = mapped_column(Text)  # JSON of indexer Summary.to_dict()
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+    def to_dict(self) -> dict:
+        import json
+        return {
+            "id": self.id, "roots": json.loads(self.roots), "state": self.state,
+            "progress": {"phase": self.phase, "done": self.done, "total": self.total,
+                         "rate": self.rate, "eta": self.eta},
+            "summary": json.loads(self.summary) if self.summary else None,
+            "error": self.error,
+            "created_at": self.created_at.isoformat() if self.created_at else None,
+            "updated_at": self.updated_at.isoformat() if self.updated_at else None,
+        }
+
+
 class MetaEntry(Base):
     """Key/value facts about the store: schema version, model identity."""
 
