@@ -87,11 +87,12 @@ class Preprocess:
         if self.resize_mode == "squash":
             img = img.resize((s, s), Image.BICUBIC)
         else:
-            if self.resize_mode == "longest":
-                scale = s / max(w, h)
+            # torchvision's rule: the constrained side becomes exactly s, the other is truncated
+            short_first = (w <= h) if self.resize_mode != "longest" else (w >= h)
+            if short_first:
+                nw, nh = s, max(1, int(s * h / w))
             else:
-                scale = s / min(w, h)
-            nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+                nw, nh = max(1, int(s * w / h)), s
             if (nw, nh) != (w, h):
                 img = img.resize((nw, nh), Image.BICUBIC)
             if self.resize_mode == "longest":
