@@ -107,12 +107,48 @@ def _window_map(pool: ProcessPoolExecutor | None, fn, items: Iterable, window: i
         yield fut.result()
 
 
+Embedder = Callable[[list[FoundFile]], Iterator[tuple[Decoded, "np.ndarray | None"]]]
+
+
+def embed_locally(pool: ProcessPoolExecutor | None, encoder, paths: Sequence[str], *,
+                  batch_size: int, max_pixels: int, window: int
+                  ) -> Iterator[tuple[Decoded, np.ndarray | None]]:
+    """Decode ``paths`` in ``pool`` and encode them in batches here.
+
+    Yields ``(decoded, vector or None)`` in the order of ``paths``; a skipped
+    file has no vector and its ``skip_reason`` set. Pixel buffers are dropped
+    once encoded, so memory stays at about ``window`` decoded images.
+    """
+    pending: list[Decoded] = []
+    with_pixels = 0
+    for dec in _window_map(pool, decode_file, paths, window, encoder.preprocess, max_pixels):
+        pending.append(dec)
+        if dec.pixels is not None:
+            with_pixels += 1
+        if with_pixels >= batch_size:
+            yield from _encode_pending(encoder, pending)
+            pending, with_pixels = [], 0
+    yield from _encode_pending(encoder, pending)
+
+
+def _encode_pending(encoder, pending: list[Decoded]) -> Iterator[tuple[Decoded, np.ndarray | None]]:
+    ready = [d for d in pending if d.pixels is not None]
+    vecs = iter(encoder.encode_pixels(np.stack([d.pixels for d in ready])) if ready else ())
+    for d in pending:
+        vec = next(vecs) if d.pixels is not None else None
+        d.pixels = None
+        yield d, vec
+
+
 class IndexJob:
     """One run of the incremental indexer over some library roots."""
 
     def __init__(self, library: Library, encoder, settings: Settings, *,
                  progress: Callable[[Progress], None] | None = None,
-                 should_stop: Callable[[], bool] | None = None, reembed: bool = False):
+                 should_stop: Callable[[], bool] | None = None, reembed: bool = False,
+                 embedder: Embedder | None = None):
+        """``embedder``: where files become vectors (default: local decoder processes and
+        ``encoder``); another backend (e.g. Ray) must yield pairs in the order of its input."""
         self.library = library
         self.store = library.store
         self.encoder = encoder
@@ -120,6 +156,7 @@ class IndexJob:
         self.progress = progress or (lambda p: None)
         self.should_stop = should_stop or (lambda: False)
         self.reembed = reembed
+        self.embedder = embedder
         self.summary = Summary()
         workers = settings.workers
         if workers is None:
@@ -266,29 +303,19 @@ class IndexJob:
             return
         self._roots = {f.path: f.root for f in files}
         self.progress(Progress("embedding", total=total))
-        batch_size = max(1, self.settings.batch_size)
-        window = max(2 * batch_size, self.workers * 8)
-        prep, max_px = self.encoder.preprocess, self.settings.max_pixels
+        if self.embedder is not None:
+            stream = self.embedder(files)
+        else:
+            batch_size = max(1, self.settings.batch_size)
+            stream = embed_locally(pool, self.encoder, [f.path for f in files],
+                                   batch_size=batch_size, max_pixels=self.settings.max_pixels,
+                                   window=max(2 * batch_size, self.workers * 8))
         staged: list[tuple[Decoded, np.ndarray | None]] = []
-        batch: list[Decoded] = []
         done = 0
         t0 = time.monotonic()
-
-        def flush_batch():
-            if batch:
-                vecs = self.encoder.encode_pixels(np.stack([d.pixels for d in batch]))
-                staged.extend(zip(batch, vecs))
-                batch.clear()
-
         try:
-            for dec in _window_map(pool, decode_file, [f.path for f in files], window,
-                                   prep, max_px):
-                if dec.pixels is None:
-                    staged.append((dec, None))
-                else:
-                    batch.append(dec)
-                    if len(batch) >= batch_size:
-                        flush_batch()
+            for dec, vec in stream:
+                staged.append((dec, vec))
                 if len(staged) >= self.settings.checkpoint_every:
                     done += self._commit(staged, states)
                     staged.clear()
@@ -299,12 +326,11 @@ class IndexJob:
                     self.summary.interrupted = True
                     log.warning("stop requested; committing and stopping")
                     break
-            flush_batch()
-        except KeyboardInterrupt:
-            batch.clear()  # not yet encoded; redone next run
-            raise
         finally:
-            if staged:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
+            if staged:  # every staged pair is complete: keep it
                 done += self._commit(staged, states)
                 staged.clear()
             elapsed = max(time.monotonic() - t0, 1e-9)
