@@ -150,7 +150,7 @@ def decode_image(data: bytes, *, max_pixels: int, draft_size: int | None = None,
     except Image.DecompressionBombError as e:
         raise ImageError(f"too large: {e}") from None
     except Exception as e:
-        raise ImageError(f"unreadable image header: {e}") from None
+        raise ImageError(f"corrupt image: unreadable header ({e})") from None
     fmt = img.format or "?"
     if fmt not in allowed:
         raise UnsupportedMedia(f"image format {fmt} is not allowed")
