@@ -28,7 +28,7 @@ from .errors import ModelMismatch, NotFound
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # = the head migration in search/migrations
 STATUS_INDEXED = "indexed"
 STATUS_SKIPPED = "skipped"
 
@@ -204,10 +204,11 @@ class Store:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         if create:
-            Base.metadata.create_all(self.engine)
-            with self.session() as s:
-                if s.get(MetaEntry, "schema_version") is None:
-                    s.add(MetaEntry(key="schema_version", value=str(SCHEMA_VERSION)))
+            # Alembic migrations own the schema (search/migrations): an empty database is
+            # built, an older one upgraded in place, concurrent openers serialised.
+            from .migrate import upgrade_to_head
+
+            upgrade_to_head(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()

@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from search.errors import ModelMismatch, NotFound
-from search.store import (STATUS_INDEXED, STATUS_SKIPPED, Base, ItemFilter, MediaItem, Store,
-                          pack)
+from search.store import (SCHEMA_VERSION, STATUS_INDEXED, STATUS_SKIPPED, Base, ItemFilter,
+                          MediaItem, Store, pack)
 
 PG_URL = os.environ.get("CLIPSEARCH_TEST_PG_URL")
 
@@ -56,7 +56,7 @@ def add_items(store: Store, n: int, dim: int = 8, seed: int = 0, root: str = "/l
 
 
 def test_schema_version_and_sqlite_pragmas(store):
-    assert store.get_meta("schema_version") == "1"
+    assert store.get_meta("schema_version") == str(SCHEMA_VERSION)
     if store.url.startswith("sqlite"):
         with store.engine.connect() as c:
             assert c.execute(text("PRAGMA journal_mode")).scalar() == "wal"

@@ -1,0 +1,1 @@
+"""Alembic migration environment of the clipsearch store (run by :mod:`search.migrate`)."""
