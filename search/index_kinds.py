@@ -1,0 +1,231 @@
+"""Index kinds, their FAISS builders and parameters, and the ``auto`` policy.
+
+Kinds
+-----
+``flat``   exact search (``IndexFlatIP`` in ``IndexIDMap2``); no training, no parameters.
+``ivf``    IVF-Flat: k-means lists, ``nprobe`` lists scanned per query; exact distances.
+``hnsw``   HNSW graph over flat vectors (``IndexHNSWFlat`` in ``IndexIDMap2``); ``ef_search``
+           sets the speed / recall trade-off. FAISS cannot remove from HNSW; VectorIndex
+           keeps tombstones and rebuilds the graph (see search/index.py).
+``ivfpq``  IVF with product-quantised codes (``pq_m`` bytes per vector): the low-memory
+           kind. Scores and reconstructed vectors are approximations. :func:`new_ivfpq` is
+           the single place that builds it (room for OPQ / re-ranking / mmap later).
+
+Parameters follow FAISS's "Guidelines to choose an index": ``nlist`` = 4*sqrt(n) rounded
+to a power of two (the guideline range is 4..16*sqrt(n)), capped so that every list has at
+least 39 training vectors (FAISS's own minimum per centroid); k-means trains on a sample of
+64 vectors per list (the guideline range is 30..256; more costs minutes on 2 cores for little
+gain); HNSW uses M=32 and FAISS's efConstruction=40. ``nprobe`` defaults to nlist/32 (at
+least 8) and ``ef_search`` to 128; both can be changed at any time on a VectorIndex.
+
+The ``auto`` policy (:func:`choose_kind`), with flat size = n * (4*d + 8) bytes:
+
+* flat vectors exceed the memory budget            -> ``ivfpq`` (``flat`` if too few to train)
+* n <= FLAT_MAX_VECTORS (50k)                      -> ``flat`` (exact; ~8 ms a query at 50k x 512)
+* the HNSW graph (4*d + 8*M + 8 bytes/vector) fits -> ``hnsw`` (FAISS's advice when RAM allows)
+* otherwise                                        -> ``ivf``
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import BadRequest, DependencyMissing
+
+log = logging.getLogger(__name__)
+
+KINDS = ("flat", "ivf", "hnsw", "ivfpq")
+#: Up to this many vectors ``auto`` keeps exact search: at 512-d one query reads n*2 KiB,
+#: ~8 ms of one core at 50k (16 ms at 100k), which concurrent requests on a 2-core box queue
+#: behind; HNSW answers in ~1-2 ms with recall@10 ~0.99 on structured data (docs/benchmarks.md).
+FLAT_MAX_VECTORS = 50_000
+MIN_POINTS_PER_LIST = 39      # FAISS warns below this many training points per centroid
+MAX_POINTS_PER_LIST = 256     # FAISS subsamples above this many
+MIN_LISTS = 16                # fewer lists than this is not worth an IVF
+
+
+def load_faiss():
+    try:
+        import faiss
+    except ImportError as exc:  # pragma: no cover - faiss is installed in our environments
+        raise DependencyMissing(
+            "FAISS is not installed: install clipsearch[cpu] (faiss-cpu) or clipsearch[gpu]"
+        ) from exc
+    return faiss
+
+
+@dataclass
+class IndexParams:
+    """Construction and search parameters; ``None`` means "derive from the data"."""
+
+    nlist: int | None = None          # IVF lists; default from n at training time
+    nprobe: int | None = None         # IVF lists scanned per query; default from nlist
+    hnsw_m: int = 32                  # HNSW links per vector
+    ef_construction: int = 40         # HNSW build beam (FAISS default)
+    ef_search: int = 128              # HNSW search beam
+    pq_m: int | None = None           # PQ bytes per vector; default ~dim/8, divides dim
+    pq_nbits: int = 8                 # bits per PQ code
+    train_per_list: int = 64          # k-means sample: vectors per IVF list (guideline 30..256)
+    seed: int = 1234                  # training-sample and k-means seed
+
+    @classmethod
+    def from_kwargs(cls, nlist, params: dict) -> "IndexParams":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(params) - names
+        if unknown:
+            raise BadRequest(f"unknown index parameter(s): {', '.join(sorted(unknown))}")
+        out = cls(nlist=nlist, **params)
+        for name in ("nlist", "nprobe", "pq_m"):
+            value = getattr(out, name)
+            if value is not None and (not isinstance(value, (int, np.integer)) or value < 1):
+                raise BadRequest(f"{name} must be a positive integer, got {value!r}")
+        for name in ("hnsw_m", "ef_construction", "ef_search", "pq_nbits", "train_per_list"):
+            value = getattr(out, name)
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise BadRequest(f"{name} must be a positive integer, got {value!r}")
+        return out
+
+
+# ---------------------------------------------------------------------- policy
+def default_nlist(n: int) -> int:
+    """IVF list count for ``n`` vectors: 4*sqrt(n) as a power of two, >= 39 vectors per list."""
+    if n < 1:
+        return 1
+    k = 2 ** round(math.log2(4 * math.sqrt(n)))
+    return max(1, min(k, n // MIN_POINTS_PER_LIST))
+
+
+def default_nprobe(nlist: int) -> int:
+    """Lists scanned per query by default: 1/32 of the lists, between 8 and nlist."""
+    return max(1, min(nlist, max(8, nlist // 32)))
+
+
+def default_pq_m(dim: int) -> int:
+    """PQ sub-quantizers: the largest divisor of ``dim`` not above max(1, dim // 8)."""
+    m = max(1, dim // 8)
+    while dim % m:
+        m -= 1
+    return m
+
+
+def min_train_vectors(kind: str, nlist: int | None, pq_nbits: int = 8) -> int:
+    """Vectors needed before an IVF kind can be trained (0 for kinds without training)."""
+    if kind not in ("ivf", "ivfpq"):
+        return 0
+    need = MIN_POINTS_PER_LIST * (nlist or MIN_LISTS)
+    if kind == "ivfpq":
+        need = max(need, MIN_POINTS_PER_LIST * 2 ** pq_nbits)
+    return need
+
+
+def choose_kind(n: int, dim: int, memory_budget_mb: int) -> str:
+    """The ``auto`` policy: an index kind for ``n`` vectors of ``dim`` under a memory budget.
+
+    See the module docstring for the table. Raises :class:`BadRequest` for negative sizes.
+    """
+    if n < 0 or dim < 1 or memory_budget_mb < 0:
+        raise BadRequest(f"bad sizes for choose_kind: n={n}, dim={dim}, "
+                         f"memory_budget_mb={memory_budget_mb}")
+    budget = memory_budget_mb * 2 ** 20
+    if n * (4 * dim + 8) > budget:
+        return "ivfpq" if n >= min_train_vectors("ivfpq", default_nlist(n)) else "flat"
+    if n <= FLAT_MAX_VECTORS:
+        return "flat"
+    if n * (4 * dim + 8 * IndexParams.hnsw_m + 8) <= budget:
+        return "hnsw"
+    return "ivf"
+
+
+def resolve_gpu(use_gpu: bool | None) -> bool:
+    """Whether to search on GPU. ``None``: when FAISS sees a GPU. Raises DependencyMissing
+    when ``True`` is asked of a FAISS build or machine without GPUs."""
+    faiss = load_faiss()
+    count = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+    if use_gpu is None:
+        return count > 0 and hasattr(faiss, "index_cpu_to_all_gpus")
+    if use_gpu and (count == 0 or not hasattr(faiss, "index_cpu_to_all_gpus")):
+        raise DependencyMissing(
+            "use_gpu=True but FAISS sees no GPU (faiss.get_num_gpus() == 0): install "
+            "clipsearch[gpu] (faiss-gpu-cu12) on a CUDA machine, or leave use_gpu unset")
+    return bool(use_gpu)
+
+
+# ---------------------------------------------------------------------- faiss builders
+def new_flat(dim: int):
+    faiss = load_faiss()
+    return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+
+
+def new_hnsw(dim: int, p: IndexParams):
+    faiss = load_faiss()
+    graph = faiss.IndexHNSWFlat(dim, p.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+    graph.hnsw.efConstruction = p.ef_construction
+    graph.hnsw.efSearch = p.ef_search
+    return faiss.IndexIDMap2(graph)
+
+
+def new_ivfflat(dim: int, nlist: int, p: IndexParams):
+    faiss = load_faiss()
+    return faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+
+
+def new_ivfpq(dim: int, nlist: int, p: IndexParams):
+    """IVF-PQ; the one place to grow into OPQ / re-ranking / on-disk lists (issue #5).
+
+    Whatever it returns must keep an IVF reachable by ``faiss.extract_index_ivf`` (ids,
+    nprobe and removal go through it) and accept ``add_with_ids`` / ``remove_ids``.
+    """
+    faiss = load_faiss()
+    pq_m = p.pq_m or default_pq_m(dim)
+    if dim % pq_m:
+        raise BadRequest(f"pq_m={pq_m} must divide the dimension {dim}")
+    return faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, nlist, pq_m, p.pq_nbits,
+                            faiss.METRIC_INNER_PRODUCT)
+
+
+def train_ivf(kind: str, dim: int, vectors: np.ndarray, p: IndexParams):
+    """A trained, empty IVF index of ``kind`` for (n, dim) float32 ``vectors``."""
+    faiss = load_faiss()
+    n = vectors.shape[0]
+    nlist = p.nlist or default_nlist(n)
+    index = (new_ivfpq if kind == "ivfpq" else new_ivfflat)(dim, nlist, p)
+    ivf = faiss.extract_index_ivf(index)
+    ivf.cp.seed = p.seed
+    ivf.cp.spherical = True          # centroids on the unit sphere, like the data
+    per_list = min(max(p.train_per_list, MIN_POINTS_PER_LIST), MAX_POINTS_PER_LIST)
+    limit = per_list * nlist
+    if kind == "ivfpq":      # PQ codebooks want up to 256 vectors per code as well
+        limit = max(limit, MAX_POINTS_PER_LIST * 2 ** p.pq_nbits)
+    sample = vectors
+    if n > limit:
+        rows = np.sort(np.random.default_rng(p.seed).choice(n, limit, replace=False))
+        sample = vectors[rows]
+    started = time.perf_counter()
+    index.train(sample)
+    # A hash table id -> list lets reconstruct() and remove_ids() find arbitrary store ids.
+    ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
+    log.info("trained %s with nlist=%d on %d of %d vectors in %.1fs", kind, nlist,
+             sample.shape[0], n, time.perf_counter() - started)
+    return index
+
+
+def structure_kind(index) -> str:
+    """The kind of a FAISS index built by this module; raises ValueError for anything else."""
+    faiss = load_faiss()
+    index = faiss.downcast_index(index)
+    if isinstance(index, faiss.IndexIDMap2):
+        inner = faiss.downcast_index(index.index)
+        if isinstance(inner, faiss.IndexHNSWFlat):
+            return "hnsw"
+        if isinstance(inner, faiss.IndexFlat):
+            return "flat"
+    elif isinstance(index, faiss.IndexIVFPQ):
+        return "ivfpq"
+    elif isinstance(index, faiss.IndexIVFFlat):
+        return "ivf"
+    raise ValueError(f"unsupported FAISS index type {type(index).__name__}")
