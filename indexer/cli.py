@@ -85,7 +85,7 @@ def cli(ctx, data_dir, db_url, model, pretrained, device, verbose, quiet):
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
-    for noisy in ("PIL", "urllib3", "huggingface_hub", "filelock"):
+    for noisy in ("PIL", "urllib3", "huggingface_hub", "filelock", "alembic.runtime.plugins"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
     if verbose < 2:
         logging.getLogger("root").setLevel(logging.ERROR)  # open_clip's "initialized randomly"
@@ -106,8 +106,15 @@ def cli(ctx, data_dir, db_url, model, pretrained, device, verbose, quiet):
               "(needed after changing models).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a tty).")
+@click.option("--ray", "ray_address", metavar="ADDRESS",
+              help="Decode and encode on a Ray cluster: host:port or ray://host:port, 'auto' "
+              "(the running cluster, else a new local one) or 'local' (a new local one). "
+              "Every node must see the images and model files at the same paths.")
+@click.option("--ray-shard-size", type=int, default=256, show_default=True,
+              help="Most files per Ray shard (the unit of work and of retry).")
 @click.pass_obj
-def index_cmd(obj: CliContext, paths, workers, batch_size, reembed, as_json, progress):
+def index_cmd(obj: CliContext, paths, workers, batch_size, reembed, as_json, progress,
+              ray_address, ray_shard_size):
     """Index (or update the index of) the images under PATHS."""
     import dataclasses
 
@@ -118,8 +125,17 @@ def index_cmd(obj: CliContext, paths, workers, batch_size, reembed, as_json, pro
     overrides = {k: v for k, v in (("workers", workers), ("batch_size", batch_size)) if v is not None}
     if overrides:
         obj.settings = dataclasses.replace(obj.settings, **overrides)
+    if ray_shard_size < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--ray-shard-size")
     encoder = obj.encoder()
     library = obj.library(load=False)
+    embedder = None
+    if ray_address:
+        from .ray_backend import RayEmbedder
+
+        embedder = RayEmbedder(obj.settings, ray_address, identity=encoder.identity,
+                               shard_size=ray_shard_size)
+        embedder.connect()  # before our SIGTERM handler: ray.init installs its own
     show = sys.stderr.isatty() if progress is None else progress
     bar = TerminalProgress(enabled=show)
     stop = {"flag": False}
@@ -130,11 +146,13 @@ def index_cmd(obj: CliContext, paths, workers, batch_size, reembed, as_json, pro
     old = signal.signal(signal.SIGTERM, on_term)
     try:
         job = IndexJob(library, encoder, obj.settings, progress=bar, reembed=reembed,
-                       should_stop=lambda: stop["flag"])
+                       should_stop=lambda: stop["flag"], embedder=embedder)
         summary = job.run(list(paths))
     finally:
         signal.signal(signal.SIGTERM, old)
         bar.close()
+        if embedder is not None:
+            embedder.close()
     if as_json:
         click.echo(json.dumps(summary.to_dict(), indent=2))
     else:
@@ -269,7 +287,8 @@ def _register_optional_commands() -> None:
     import importlib
 
     for module, names in (("indexer.commands_model", ("train", "eval_cmd", "gallery")),
-                          ("indexer.commands_web", ("serve", "demo"))):
+                          ("indexer.commands_web", ("serve", "demo")),
+                          ("indexer.commands_db", ("db_group",))):
         try:
             mod = importlib.import_module(module)
         except ImportError as e:

@@ -119,19 +119,27 @@ def embed_locally(pool: ProcessPoolExecutor | None, encoder, paths: Sequence[str
     file has no vector and its ``skip_reason`` set. Pixel buffers are dropped
     once encoded, so memory stays at about ``window`` decoded images.
     """
+    decoded = _window_map(pool, decode_file, paths, window, encoder.preprocess, max_pixels)
+    yield from batch_encode(encoder, decoded, batch_size)
+
+
+def batch_encode(encoder, decoded: Iterable[Decoded], batch_size: int
+                 ) -> Iterator[tuple[Decoded, np.ndarray | None]]:
+    """Encode a stream of decoded files ``batch_size`` images at a time, keeping its order."""
     pending: list[Decoded] = []
     with_pixels = 0
-    for dec in _window_map(pool, decode_file, paths, window, encoder.preprocess, max_pixels):
+    for dec in decoded:
         pending.append(dec)
         if dec.pixels is not None:
             with_pixels += 1
         if with_pixels >= batch_size:
-            yield from _encode_pending(encoder, pending)
+            yield from encode_pending(encoder, pending)
             pending, with_pixels = [], 0
-    yield from _encode_pending(encoder, pending)
+    yield from encode_pending(encoder, pending)
 
 
-def _encode_pending(encoder, pending: list[Decoded]) -> Iterator[tuple[Decoded, np.ndarray | None]]:
+def encode_pending(encoder, pending: list[Decoded]) -> Iterator[tuple[Decoded, np.ndarray | None]]:
+    """Encode the decoded files that have pixels in one batch; yield all in order, pixels freed."""
     ready = [d for d in pending if d.pixels is not None]
     vecs = iter(encoder.encode_pixels(np.stack([d.pixels for d in ready])) if ready else ())
     for d in pending:
