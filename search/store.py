@@ -165,7 +165,7 @@ class FileState:
 class ItemFilter:
     """Metadata filters on images; all given conditions must hold."""
 
-    path_prefix: str | None = None
+    path_prefixes: tuple[str, ...] = ()  # any of them (e.g. one folder under each library root)
     captured_after: dt.datetime | None = None
     captured_before: dt.datetime | None = None
     formats: tuple[str, ...] = ()
@@ -173,7 +173,7 @@ class ItemFilter:
     min_height: int | None = None
 
     def is_empty(self) -> bool:
-        return not (self.path_prefix or self.captured_after or self.captured_before
+        return not (self.path_prefixes or self.captured_after or self.captured_before
                     or self.formats or self.min_width or self.min_height)
 
 
@@ -342,8 +342,9 @@ class Store:
     def filter_ids(self, flt: ItemFilter) -> np.ndarray:
         """Ids of indexed images matching ``flt`` (int64, sorted)."""
         q = select(MediaItem.id).where(MediaItem.status == STATUS_INDEXED)
-        if flt.path_prefix:
-            q = q.where(MediaItem.path.startswith(flt.path_prefix, autoescape=True))
+        if flt.path_prefixes:
+            q = q.where(or_(*[MediaItem.path.startswith(p, autoescape=True)
+                              for p in flt.path_prefixes]))
         if flt.captured_after:
             q = q.where(MediaItem.captured_at >= flt.captured_after)
         if flt.captured_before:

@@ -135,10 +135,10 @@ def test_similar_excludes_the_item(service):
 def test_filters_return_exactly_k_when_k_match(service, built):
     _, library, lib = built
     prefix = os.path.join(lib.root, "album2") + os.sep
-    matching = library.store.filter_ids(ItemFilter(path_prefix=prefix))
+    matching = library.store.filter_ids(ItemFilter(path_prefixes=(prefix,)))
     assert len(matching) == 12
     page = service.search_images(SearchRequest((Term(text="q"),), k=12,
-                                               filters=ItemFilter(path_prefix=prefix)))
+                                               filters=ItemFilter(path_prefixes=(prefix,))))
     assert len(page.hits) == 12 and all(h.item["path"].startswith(prefix) for h in page.hits)
     page = service.search_images(SearchRequest((Term(text="q"),), k=5,
                                                filters=ItemFilter(formats=("gif",))))

@@ -87,7 +87,7 @@ def test_items_vectors_and_states(store):
 def test_prefix_filter_escapes_like_wildcards(store):
     add_items(store, 4, root="/lib")
     add_items(store, 4, root="/li_", seed=1)
-    ids = store.filter_ids(ItemFilter(path_prefix="/li_/"))
+    ids = store.filter_ids(ItemFilter(path_prefixes=("/li_/",)))
     assert len(ids) == 4  # "_" is not a wildcard
 
 
@@ -101,7 +101,7 @@ def test_filters(store):
     dated = store.filter_ids(ItemFilter(captured_after=dt.datetime(2020, 1, 11),
                                         captured_before=dt.datetime(2020, 1, 20)))
     assert len(dated) == 10
-    combo = store.filter_ids(ItemFilter(path_prefix="/lib/a/", formats=("JPEG",), min_height=60))
+    combo = store.filter_ids(ItemFilter(path_prefixes=("/lib/a/",), formats=("JPEG",), min_height=60))
     expect = {ids[i] for i in range(30) if i % 2 and i % 3 and 50 + i >= 60}
     assert set(combo.tolist()) == expect
     with store.session() as s:

@@ -1,0 +1,87 @@
+"""The Flask application factory.
+
+``create_app(settings)`` builds an app around one :class:`~web.runtime.Runtime`
+(kept in ``app.extensions["clipsearch"]``): nothing heavy happens here unless
+``warm=True``; the model, library and indexes load on first use, once per
+process. The API blueprint is always registered; the page blueprint
+(``web.ui``) when that module exists.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+from flask import Flask, g, request
+
+from search.config import Settings
+from search.service import SearchService
+
+from . import metrics
+from .api import bp as api_bp
+from .auth import refuse_keys_in_query
+from .http_errors import register_error_handlers
+from .runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+CORS_METHODS = "GET, POST, DELETE, OPTIONS"
+CORS_HEADERS = "Authorization, Content-Type"
+CORS_EXPOSE = "Retry-After, Server-Timing, Location, ETag"
+CORS_MAX_AGE = "600"
+
+
+def create_app(settings: Settings, *, service: SearchService | None = None,
+               warm: bool = False) -> Flask:
+    """A Flask app serving ``settings``' library.
+
+    ``service``: an already built SearchService to use (tests, embedding);
+    otherwise one is loaded lazily. ``warm``: load it now (``clipsearch serve``
+    does, per worker). Never raises for an unavailable model: requests get 503.
+    """
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = max(1, settings.max_upload_mb) * 1024 * 1024
+    app.json.sort_keys = False
+    runtime = Runtime(settings, service)
+    app.extensions["clipsearch"] = runtime
+
+    app.before_request(refuse_keys_in_query)
+    metrics.install(app, runtime)
+    register_error_handlers(app)
+    app.register_blueprint(api_bp)
+    try:
+        from web.ui import bp as ui_bp
+    except ImportError as e:
+        if e.name not in ("web.ui",):
+            raise
+        ui_bp = None
+    if ui_bp is not None:
+        app.register_blueprint(ui_bp)
+
+    origins = frozenset(settings.cors_origins)
+
+    @app.after_request
+    def _headers(resp):
+        resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+        if request.path.startswith("/api/"):
+            # API answers are data, never a document to render or frame.
+            resp.headers.setdefault("Content-Security-Policy",
+                                    "default-src 'none'; frame-ancestors 'none'; sandbox")
+        timings = g.pop("server_timing", None)
+        started = g.get("request_started")
+        if timings and started is not None:
+            timings = {**timings, "app": (time.perf_counter() - started) * 1e3}
+            resp.headers["Server-Timing"] = ", ".join(
+                f"{k};dur={v:.3f}" for k, v in timings.items())
+        origin = request.headers.get("Origin")
+        if origins and origin and (origin in origins or "*" in origins):
+            resp.headers["Access-Control-Allow-Origin"] = origin
+            resp.headers["Access-Control-Allow-Methods"] = CORS_METHODS
+            resp.headers["Access-Control-Allow-Headers"] = CORS_HEADERS
+            resp.headers["Access-Control-Expose-Headers"] = CORS_EXPOSE
+            resp.headers["Access-Control-Max-Age"] = CORS_MAX_AGE
+            resp.vary.add("Origin")
+        return resp
+
+    if warm:
+        runtime.warm_up()
+    return app

@@ -1,0 +1,202 @@
+"""Request parameters parsed once into small frozen dataclasses.
+
+Search options arrive in three shapes: a query string (every value a string),
+multipart form fields (strings too) and JSON bodies (typed values). One parser
+handles all three: a string is converted, a JSON value must already have the
+right type. Every problem is a :class:`BadRequest` naming the parameter.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from search.errors import BadRequest
+from search.service import MAX_K
+from search.store import ItemFilter
+
+MAX_OFFSET = 100_000
+MAX_TEXT_CHARS = 1000
+MAX_TERMS = 16
+DEFAULT_K = 20
+
+#: Format names a client may filter on, and the spellings accepted for them.
+FORMAT_ALIASES = {
+    "JPEG": "JPEG", "JPG": "JPEG", "MPO": "MPO", "PNG": "PNG", "WEBP": "WEBP", "GIF": "GIF",
+    "BMP": "BMP", "TIFF": "TIFF", "TIF": "TIFF", "HEIF": "HEIF", "HEIC": "HEIF", "AVIF": "AVIF",
+}
+FILTER_KEYS = ("path_prefix", "captured_after", "captured_before", "format", "min_width",
+               "min_height")
+OPTION_KEYS = ("k", "offset", "sort", "threshold")
+_INT_RE = re.compile(r"^[+-]?\d{1,12}$")
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """Paging, ordering and filters of one search. ``path_prefix`` is relative to a root."""
+
+    k: int = DEFAULT_K
+    offset: int = 0
+    sort: str = "score"
+    threshold: float | None = None
+    path_prefix: str | None = None
+    filters: ItemFilter = field(default_factory=ItemFilter)  # without the path prefix
+
+
+def int_param(value: Any, name: str, lo: int, hi: int, *, convert: bool = True) -> int:
+    """An int in [lo, hi]; strings are converted only when ``convert`` (query/form values)."""
+    if isinstance(value, str) and convert:
+        if not _INT_RE.match(value.strip()):
+            raise BadRequest(f"{name} must be an integer")
+        value = int(value.strip())
+    elif isinstance(value, bool) or not isinstance(value, int):
+        raise BadRequest(f"{name} must be an integer")
+    if not lo <= value <= hi:
+        raise BadRequest(f"{name} must be between {lo} and {hi}")
+    return value
+
+
+def float_param(value: Any, name: str, lo: float, hi: float, *, convert: bool = True) -> float:
+    if isinstance(value, str) and convert:
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise BadRequest(f"{name} must be a number") from None
+    elif isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise BadRequest(f"{name} must be a number")
+    if not math.isfinite(value) or not lo <= value <= hi:
+        raise BadRequest(f"{name} must be a number between {lo} and {hi}")
+    return float(value)
+
+
+def str_param(value: Any, name: str, max_len: int = MAX_TEXT_CHARS) -> str:
+    if not isinstance(value, str):
+        raise BadRequest(f"{name} must be a string")
+    if "\x00" in value:
+        raise BadRequest(f"{name} must not contain NUL characters")
+    if len(value) > max_len:
+        raise BadRequest(f"{name} is longer than {max_len} characters")
+    return value
+
+
+def _date(value: Any, name: str, *, end_of_day: bool) -> dt.datetime:
+    """ISO 8601 date or date-time; a time zone is dropped (EXIF times are local, naive)."""
+    text = str_param(value, name, 64).strip()
+    try:
+        if len(text) == 10:
+            day = dt.date.fromisoformat(text)
+            t = dt.time.max if end_of_day else dt.time.min
+            return dt.datetime.combine(day, t)
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise BadRequest(f"{name} must be an ISO 8601 date or date-time, e.g. 2024-05-31") from None
+    return when.replace(tzinfo=None)
+
+
+def _formats(value: Any) -> tuple[str, ...]:
+    items = value if isinstance(value, list) else [value]
+    out: list[str] = []
+    for item in items:
+        for part in str_param(item, "format", 200).split(","):
+            part = part.strip().upper()
+            if not part:
+                continue
+            if part not in FORMAT_ALIASES:
+                raise BadRequest(f"unknown format {part[:20]!r}; expected one of "
+                                 f"{', '.join(sorted(set(FORMAT_ALIASES.values())))}")
+            fmt = FORMAT_ALIASES[part]
+            if fmt not in out:
+                out.append(fmt)
+                if fmt == "JPEG" and "MPO" not in out:
+                    out.append("MPO")  # camera JPEGs are stored as MPO; a user means both
+    return tuple(out)
+
+
+def _prefix(value: Any) -> str | None:
+    text = str_param(value, "path_prefix", 1000).replace("\\", "/").lstrip("/")
+    if not text:
+        return None
+    if ".." in text.split("/"):
+        raise BadRequest("path_prefix must not contain '..'")
+    return text
+
+
+def parse_filters(src: Mapping[str, Any], *, typed: bool = False
+                  ) -> tuple[str | None, ItemFilter]:
+    """(relative path prefix, ItemFilter without prefix) from ``src`` (missing keys: no filter).
+
+    ``typed``: values come from JSON and must already be numbers where numbers are due.
+    """
+    conv = not typed
+    # An empty string filter means "no filter" (what an empty form field sends).
+    get = {k: src[k] for k in FILTER_KEYS if k in src and not (
+        isinstance(src[k], str) and not src[k].strip())}
+    prefix = _prefix(get["path_prefix"]) if "path_prefix" in get else None
+    after = _date(get["captured_after"], "captured_after", end_of_day=False) \
+        if "captured_after" in get else None
+    before = _date(get["captured_before"], "captured_before", end_of_day=True) \
+        if "captured_before" in get else None
+    if after and before and after > before:
+        raise BadRequest("captured_after is later than captured_before")
+    flt = ItemFilter(
+        captured_after=after, captured_before=before,
+        formats=_formats(get["format"]) if "format" in get else (),
+        min_width=int_param(get["min_width"], "min_width", 0, 1_000_000, convert=conv)
+        if "min_width" in get else None,
+        min_height=int_param(get["min_height"], "min_height", 0, 1_000_000, convert=conv)
+        if "min_height" in get else None)
+    return prefix, flt
+
+
+def parse_options(src: Mapping[str, Any], *, filters: Mapping[str, Any] | None = None,
+                  typed: bool = False) -> SearchOptions:
+    """Options from a flat mapping; filters from ``filters`` when given, else from ``src``.
+
+    ``typed``: the mapping is parsed JSON (no string-to-number conversion).
+    """
+    conv = not typed
+    get = {k: src[k] for k in OPTION_KEYS if k in src}
+    sort = str_param(get.get("sort", "score"), "sort", 10)
+    if sort not in ("score", "date"):
+        raise BadRequest("sort must be 'score' or 'date'")
+    prefix, flt = parse_filters(filters if filters is not None else src, typed=typed)
+    return SearchOptions(
+        k=int_param(get["k"], "k", 1, MAX_K, convert=conv) if "k" in get else DEFAULT_K,
+        offset=int_param(get["offset"], "offset", 0, MAX_OFFSET, convert=conv)
+        if "offset" in get else 0,
+        sort=sort,
+        threshold=float_param(get["threshold"], "threshold", -1.0, 1.0, convert=conv)
+        if "threshold" in get else None,
+        path_prefix=prefix, filters=flt)
+
+
+def flat_args(multi) -> dict[str, Any]:
+    """A werkzeug MultiDict as a plain dict: ``format`` keeps every value, others the first."""
+    out: dict[str, Any] = {}
+    for key in multi.keys():
+        out[key] = multi.getlist(key) if key == "format" else multi.get(key)
+    return out
+
+
+def check_keys(body: Mapping[str, Any], allowed: tuple[str, ...] | set[str], where: str) -> None:
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise BadRequest(f"unknown field(s) in {where}: {', '.join(unknown)[:200]}")
+
+
+def text_param(value: Any, name: str = "q") -> str:
+    text = str_param(value, name).strip()
+    if not text:
+        raise BadRequest(f"{name} must not be empty")
+    return text
+
+
+def item_id_param(value: Any, name: str = "item_id") -> int:
+    """An item id from JSON (a number, not a string)."""
+    return int_param(value, name, 1, 2**63 - 1, convert=False)
+
+
+def weight_param(value: Any) -> float:
+    return float_param(value, "weight", -100.0, 100.0, convert=False)

@@ -1,0 +1,139 @@
+"""What one web process holds: settings, the search service (loaded once, lazily),
+the rate limiter, the write lock and the background job runner.
+
+The model, library and indexes are loaded on first use (or by :meth:`warm_up`,
+which ``clipsearch serve`` calls in each worker after it starts), never at
+import and never per request. A failure to load (no weights, another model's
+vectors in the data directory) is remembered for a short while and answered as
+503, so a broken deployment does not retry a multi-second model load on every
+request.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from contextlib import contextmanager
+
+from sqlalchemy import select
+
+from search.config import Settings
+from search.errors import Conflict, SearchError
+from search.service import SearchService
+from search.store import STATUS_INDEXED, MediaItem
+
+from .auth import RateLimiter
+
+log = logging.getLogger(__name__)
+
+RETRY_LOAD_AFTER = 30.0  # seconds a load failure is answered from memory
+ROOTS_TTL = 5.0
+WRITE_WAIT = 10.0  # seconds a write waits for another write (or a job) before 409
+
+
+class Runtime:
+    def __init__(self, settings: Settings, service: SearchService | None = None):
+        from .jobs import JobRunner
+
+        self.settings = settings
+        self._service = service
+        self._load_lock = threading.Lock()
+        self._failure: tuple[float, SearchError] | None = None
+        self._write_lock = threading.Lock()
+        self.limiter = RateLimiter(settings.rate_limit)
+        self.jobs = JobRunner(self)
+        self._roots: tuple[float, tuple[str, ...]] = (-1e9, ())
+        self.thumb_dir = settings.cache_dir
+
+    # -- the search service -------------------------------------------------
+    @property
+    def loaded_service(self) -> SearchService | None:
+        return self._service
+
+    def service(self) -> SearchService:
+        """The process's SearchService, loading it on first call (thread-safe).
+
+        Raises a SearchError with status 503 when the model or index cannot be loaded.
+        """
+        svc = self._service
+        if svc is not None:
+            return svc
+        with self._load_lock:
+            if self._service is not None:
+                return self._service
+            if self._failure and time.monotonic() - self._failure[0] < RETRY_LOAD_AFTER:
+                raise self._failure[1]
+            try:
+                self._service = self._load()
+            except SearchError as e:
+                err = SearchError(e.message, status=503)
+                self._failure = (time.monotonic(), err)
+                log.error("search service unavailable: %s", e.message)
+                raise err from None
+            self._failure = None
+            return self._service
+
+    def _load(self) -> SearchService:
+        from search.encoder import load_encoder
+        from search.library import Library
+
+        t0 = time.perf_counter()
+        encoder = load_encoder(self.settings)
+        library = Library(self.settings)
+        library.bind_model(encoder.identity)
+        library.load()
+        log.info("search service ready in %.1f s (model %s)", time.perf_counter() - t0,
+                 encoder.identity)
+        return SearchService(library, encoder, max_pixels=self.settings.max_pixels)
+
+    def warm_up(self) -> None:
+        """Load the service now; a failure is logged and answered as 503 later."""
+        try:
+            self.service()
+        except SearchError:
+            pass
+
+    # -- writes -----------------------------------------------------------------
+    @contextmanager
+    def write_lock(self, *, wait: float = WRITE_WAIT):
+        """Serialise writes in this process; Conflict (409) when busy longer than ``wait``."""
+        if not self._write_lock.acquire(timeout=wait):
+            raise Conflict("another write or an indexing job is in progress; retry later")
+        try:
+            yield
+        finally:
+            self._write_lock.release()
+
+    # -- library roots of stored items -----------------------------------------
+    def item_roots(self) -> tuple[str, ...]:
+        """Distinct roots of indexed items (cached a few seconds)."""
+        stamp, roots = self._roots
+        if time.monotonic() - stamp < ROOTS_TTL:
+            return roots
+        store = self.service().library.store
+        with store.session() as s:
+            roots = tuple(sorted(s.scalars(select(MediaItem.root).where(
+                MediaItem.status == STATUS_INDEXED).distinct())))
+        self._roots = (time.monotonic(), roots)
+        return roots
+
+    def forget_roots(self) -> None:
+        self._roots = (-1e9, ())
+
+    def close(self) -> None:
+        self.jobs.stop()
+        if self._service is not None:
+            self._service.library.close()
+
+
+def inside_root(path: str, roots: tuple[str, ...]) -> str | None:
+    """The configured root (real path) that ``path`` (real path) equals or lies inside."""
+    for root in roots:
+        real = os.path.realpath(root)
+        try:
+            if os.path.commonpath([path, real]) == real:
+                return real
+        except ValueError:
+            continue
+    return None

@@ -1,0 +1,548 @@
+// clipsearch search page. Plain ES2020, no dependencies, no inline handlers (CSP: script-src 'self').
+// Talks to the JSON API only: /api/search, /api/search/image, /api/items/ID, /api/items/ID/similar.
+"use strict";
+
+(() => {
+  const PAGE_SIZE = 24;
+  const IMAGE_EXT = /\.(jpe?g|png|webp|gif|bmp|tiff?|heic|heif|avif)$/i;
+  const FALLBACK_ERRORS = {
+    400: "The request was not understood.",
+    401: "An API key is needed to search this server.",
+    403: "The API key was refused.",
+    404: "Not found.",
+    413: "The image is too large to upload.",
+    415: "This kind of file cannot be searched with.",
+    429: "Too many searches; please wait a moment.",
+    500: "The server failed to answer.",
+    503: "The search service is not ready yet.",
+  };
+
+  const $ = (id) => document.getElementById(id);
+  const ui = {
+    form: $("search-form"),
+    q: $("q"),
+    pick: $("pick-image"),
+    file: $("image-input"),
+    example: $("example"),
+    exampleImg: $("example-img"),
+    exampleLabel: $("example-label"),
+    exampleClear: $("example-clear"),
+    filters: $("filter-form"),
+    status: $("status"),
+    results: $("results"),
+    more: $("load-more"),
+    sentinel: $("sentinel"),
+    overlay: $("drop-overlay"),
+    template: $("result-template"),
+    dialog: $("preview"),
+    pTitle: $("preview-title"),
+    pClose: $("preview-close"),
+    pImg: $("preview-img"),
+    pMeta: $("preview-meta"),
+    pOpen: $("preview-open"),
+    pSimilar: $("preview-similar"),
+    pTexts: $("preview-texts"),
+    pStatus: $("preview-status"),
+  };
+
+  // query: {kind: "text", q} | {kind: "image", blob, name} | {kind: "item", id, name, thumb}
+  const state = {
+    query: null,
+    offset: 0,
+    hasMore: false,
+    loading: false,
+    seq: 0,
+    controller: null,
+    shown: new Set(),
+    exampleUrl: null,
+    preview: { hit: null, opener: null, seq: 0 },
+  };
+
+  class ApiError extends Error {
+    constructor(message, status) {
+      super(message);
+      this.status = status;
+    }
+  }
+
+  // ---- talking to the API --------------------------------------------------------
+  async function api(url, options = {}) {
+    let res;
+    try {
+      res = await fetch(url, { ...options, headers: { Accept: "application/json" } });
+    } catch (err) {
+      if (err.name === "AbortError") throw err;
+      throw new ApiError("The server could not be reached. Is it running?", 0);
+    }
+    let body = null;
+    if ((res.headers.get("Content-Type") || "").includes("json")) {
+      try {
+        body = await res.json();
+      } catch (err) {
+        if (err.name === "AbortError") throw err;
+        body = null;
+      }
+    }
+    if (!res.ok) {
+      let message = errorText(body) || FALLBACK_ERRORS[res.status] || `The server answered ${res.status}.`;
+      const retry = res.headers.get("Retry-After");
+      if (res.status === 429 && retry) message += ` Try again in ${retry} s.`;
+      throw new ApiError(message, res.status);
+    }
+    if (body === null) throw new ApiError("The server sent an answer this page cannot read.", res.status);
+    return body;
+  }
+
+  function errorText(body) {
+    if (!body) return "";
+    const e = body.error;
+    if (typeof e === "string") return e;
+    if (e && typeof e.message === "string") return e.message;
+    return typeof body.message === "string" ? body.message : "";
+  }
+
+  // Filter and sort values from the filter form, as API parameter pairs (empty ones left out).
+  function filterParams() {
+    const out = [];
+    for (const [key, raw] of new FormData(ui.filters)) {
+      const value = String(raw).trim();
+      if (!value) continue;
+      out.push([key, value]); // a plain "before" date includes that whole day (the API's rule)
+    }
+    if (!out.some(([k]) => k === "sort")) out.push(["sort", "score"]);
+    return out;
+  }
+
+  function searchRequest(query, offset, signal) {
+    const common = [["k", String(PAGE_SIZE)], ["offset", String(offset)], ...filterParams()];
+    if (query.kind === "image") {
+      const body = new FormData();
+      body.append("image", query.blob, query.name || "image");
+      for (const [k, v] of common) body.append(k, v);
+      return api("/api/search/image", { method: "POST", body, signal });
+    }
+    const params = new URLSearchParams(common);
+    if (query.kind === "text") {
+      params.set("q", query.q);
+      return api(`/api/search?${params}`, { signal });
+    }
+    return api(`/api/items/${encodeURIComponent(query.id)}/similar?${params}`, { signal });
+  }
+
+  // ---- searching -------------------------------------------------------------------
+  async function runSearch({ append = false } = {}) {
+    if (!state.query) return;
+    if (state.controller) state.controller.abort();
+    const controller = new AbortController();
+    state.controller = controller;
+    const seq = ++state.seq;
+    const offset = append ? state.offset : 0;
+    state.loading = true;
+    ui.results.setAttribute("aria-busy", "true");
+    ui.more.disabled = true;
+    if (!append) setStatus(searchingText(state.query));
+    try {
+      const page = await searchRequest(state.query, offset, controller.signal);
+      if (seq !== state.seq) return;
+      if (!append) clearResults();
+      const hits = Array.isArray(page.results) ? page.results : [];
+      renderHits(hits);
+      state.offset = (Number.isInteger(page.offset) ? page.offset : offset) +
+        (Number.isInteger(page.k) ? page.k : PAGE_SIZE);
+      state.hasMore = Boolean(page.has_more) && hits.length > 0;
+      ui.more.hidden = !state.hasMore;
+      setStatus(summaryText(page));
+    } catch (err) {
+      if (err.name === "AbortError" || seq !== state.seq) return;
+      if (!append) clearResults();
+      state.hasMore = false;
+      ui.more.hidden = true;
+      setStatus(err.message, true);
+    } finally {
+      if (seq === state.seq) {
+        state.loading = false;
+        state.controller = null;
+        ui.results.removeAttribute("aria-busy");
+        ui.more.disabled = false;
+        if (state.hasMore) requestAnimationFrame(maybeLoadMore);
+      }
+    }
+  }
+
+  function describe(query) {
+    if (query.kind === "text") return `“${query.q}”`;
+    if (query.kind === "image") return query.name ? `images like ${query.name}` : "images like your picture";
+    return `images like ${query.name || "item " + query.id}`;
+  }
+
+  function searchingText(query) {
+    return `Searching for ${describe(query)}…`;
+  }
+
+  function summaryText(page) {
+    const n = state.shown.size;
+    if (!n) return `No images found for ${describe(state.query)}. Try other words or fewer filters.`;
+    const timings = page.timings_ms || {};
+    const ms = Object.values(timings).reduce((a, b) => a + (Number(b) || 0), 0);
+    const took = ms > 0 ? ` (${Math.round(ms)} ms)` : "";
+    const more = state.hasMore ? " Scroll down for more." : "";
+    return `${n} result${n === 1 ? "" : "s"} for ${describe(state.query)}${took}.${more}`;
+  }
+
+  function startTextSearch(text) {
+    const q = text.trim();
+    if (!q) {
+      if (state.query && state.query.kind !== "text") return runSearch();
+      setStatus("Type what you are looking for first.", true);
+      ui.q.focus();
+      return undefined;
+    }
+    state.query = { kind: "text", q };
+    showExample(null);
+    remember({ q });
+    return runSearch();
+  }
+
+  function startImageSearch(blob, name) {
+    if (!isImageFile(blob)) {
+      setStatus("That file is not an image this page can search with.", true);
+      return undefined;
+    }
+    state.query = { kind: "image", blob, name: name || blob.name || "pasted image" };
+    ui.q.value = "";
+    const url = URL.createObjectURL(blob);
+    showExample(url, `Searching by example: ${state.query.name}`, true);
+    remember({});
+    window.scrollTo({ top: 0 });
+    return runSearch();
+  }
+
+  function startItemSearch(hit, { focusResults = true } = {}) {
+    state.query = { kind: "item", id: hit.id, name: displayName(hit) };
+    ui.q.value = "";
+    showExample(hit.thumbnail_url || null, `Images like ${displayName(hit)}`, false);
+    remember({ like: String(hit.id) });
+    const done = runSearch();
+    window.scrollTo({ top: 0 });
+    // Keyboard users continue from the new results: the next Tab reaches the first one.
+    if (focusResults) ui.results.focus({ preventScroll: true });
+    return done;
+  }
+
+  // Keep the text query (or item) in the address so it can be bookmarked and reloaded.
+  function remember(params) {
+    const search = new URLSearchParams(params).toString();
+    const url = location.pathname + (search ? `?${search}` : "");
+    if (url !== location.pathname + location.search) history.replaceState(null, "", url);
+  }
+
+  function showExample(url, label, ownsUrl) {
+    if (state.exampleUrl) URL.revokeObjectURL(state.exampleUrl);
+    state.exampleUrl = ownsUrl ? url : null;
+    if (!url) {
+      ui.example.hidden = true;
+      ui.exampleImg.removeAttribute("src");
+      return;
+    }
+    ui.exampleImg.src = url;
+    ui.exampleLabel.textContent = label;
+    ui.example.hidden = false;
+  }
+
+  function clearExample() {
+    showExample(null);
+    if (state.query && state.query.kind !== "text") {
+      if (state.controller) state.controller.abort();
+      state.query = null;
+      clearResults();
+      ui.more.hidden = true;
+      remember({});
+      setStatus("Search cleared.");
+    }
+    ui.q.focus();
+  }
+
+  function isImageFile(file) {
+    if (!file) return false;
+    if (file.type) return file.type.startsWith("image/") && file.type !== "image/svg+xml";
+    return IMAGE_EXT.test(file.name || "");
+  }
+
+  function firstImage(files) {
+    return Array.from(files || []).find(isImageFile) || null;
+  }
+
+  // ---- rendering results -------------------------------------------------------------
+  function clearResults() {
+    ui.results.replaceChildren();
+    state.shown.clear();
+    state.offset = 0;
+  }
+
+  function displayName(hit) {
+    if (hit.name) return String(hit.name);
+    const path = String(hit.path || "");
+    return path.split(/[\\/]/).pop() || `item ${hit.id}`;
+  }
+
+  function formatScore(score) {
+    return typeof score === "number" && Number.isFinite(score) ? score.toFixed(3) : "";
+  }
+
+  function renderHits(hits) {
+    const frag = document.createDocumentFragment();
+    for (const hit of hits) {
+      if (hit == null || state.shown.has(hit.id)) continue; // the index changed between pages
+      state.shown.add(hit.id);
+      frag.append(renderHit(hit));
+    }
+    ui.results.append(frag);
+  }
+
+  function renderHit(hit) {
+    const node = ui.template.content.firstElementChild.cloneNode(true);
+    const name = displayName(hit);
+    const score = formatScore(hit.score);
+    const thumb = node.querySelector(".thumb");
+    const img = node.querySelector("img");
+    thumb.setAttribute("aria-label", `${name}${score ? `, score ${score}` : ""}. Open preview`);
+    thumb.title = hit.path || name;
+    if (hit.width && hit.height) {
+      img.width = hit.width;
+      img.height = hit.height;
+    }
+    img.loading = "lazy";
+    img.addEventListener("error", () => node.classList.add("broken"), { once: true });
+    if (hit.thumbnail_url) {
+      img.src = sized(hit.thumbnail_url, 256);
+      img.srcset = `${img.src} 1x, ${sized(hit.thumbnail_url, 512)} 2x`;
+    }
+    node.querySelector(".score").textContent = score;
+    const label = node.querySelector(".name");
+    label.textContent = name;
+    label.title = hit.path || name;
+    const similar = node.querySelector(".similar");
+    similar.setAttribute("aria-label", `More like ${name}`);
+    thumb.addEventListener("click", () => openPreview(hit, thumb));
+    similar.addEventListener("click", () => startItemSearch(hit));
+    node.dataset.id = String(hit.id);
+    return node;
+  }
+
+  // The thumbnail URL asking for a given longest side (the API caches a few sizes).
+  function sized(url, size) {
+    const u = new URL(url, location.href);
+    u.searchParams.set("size", String(size));
+    return u.origin === location.origin ? u.pathname + u.search : u.href;
+  }
+
+  function maybeLoadMore() {
+    if (!state.hasMore || state.loading) return;
+    const rect = ui.sentinel.getBoundingClientRect();
+    if (rect.top < window.innerHeight + 400) runSearch({ append: true });
+  }
+
+  function setStatus(message, isError = false) {
+    ui.status.textContent = message;
+    ui.status.classList.toggle("error", isError);
+  }
+
+  // ---- preview dialog -----------------------------------------------------------------
+  function metaRow(term, value) {
+    if (value === null || value === undefined || value === "") return;
+    const dt = document.createElement("dt");
+    dt.textContent = term;
+    const dd = document.createElement("dd");
+    dd.textContent = String(value);
+    ui.pMeta.append(dt, dd);
+  }
+
+  function formatDate(value) {
+    if (!value) return "";
+    const d = new Date(value);
+    if (Number.isNaN(d.getTime())) return String(value);
+    return String(value).replace("T", " ").replace(/(:\d{2})(\.\d+)?(Z|[+-]\d{2}:\d{2})?$/, "$1");
+  }
+
+  function formatBytes(n) {
+    if (typeof n !== "number" || !Number.isFinite(n)) return "";
+    const units = ["bytes", "KiB", "MiB", "GiB"];
+    let i = 0;
+    while (n >= 1024 && i < units.length - 1) {
+      n /= 1024;
+      i += 1;
+    }
+    return `${i ? n.toFixed(1) : n} ${units[i]}`;
+  }
+
+  function fillMeta(item, score) {
+    ui.pMeta.replaceChildren();
+    metaRow("Path", item.path);
+    if (item.width && item.height) metaRow("Size", `${item.width} × ${item.height} px`);
+    metaRow("Format", item.format);
+    metaRow("File size", formatBytes(item.size));
+    metaRow("Taken", formatDate(item.captured_at));
+    metaRow("Camera", item.camera);
+    metaRow("Score", formatScore(score));
+  }
+
+  function fillTexts(texts) {
+    ui.pTexts.replaceChildren();
+    for (const t of texts) {
+      const li = document.createElement("li");
+      const text = document.createElement("span");
+      text.className = "text";
+      text.textContent = t.text;
+      li.append(text);
+      const score = formatScore(t.score);
+      if (score) {
+        const s = document.createElement("span");
+        s.className = "text-score";
+        s.textContent = score;
+        s.setAttribute("aria-label", `score ${score}`);
+        li.append(" ", s);
+      }
+      if (t.source) li.title = `source: ${t.source}`;
+      ui.pTexts.append(li);
+    }
+  }
+
+  async function openPreview(hit, opener) {
+    const seq = ++state.preview.seq;
+    state.preview.hit = hit;
+    state.preview.opener = opener || null;
+    const name = displayName(hit);
+    ui.pTitle.textContent = name;
+    // A fresh <img>, so the previous item's picture never shows while this one loads.
+    const img = ui.pImg.cloneNode(false);
+    img.removeAttribute("src");
+    img.alt = name;
+    if (hit.thumbnail_url) img.src = sized(hit.thumbnail_url, 1024);
+    ui.pImg.replaceWith(img);
+    ui.pImg = img;
+    ui.pOpen.href = hit.file_url || "#";
+    ui.pOpen.hidden = !hit.file_url;
+    fillMeta(hit, hit.score);
+    ui.pTexts.replaceChildren();
+    ui.pStatus.textContent = "Loading details…";
+    ui.pStatus.classList.remove("error");
+    if (!ui.dialog.open) ui.dialog.showModal();
+    ui.pClose.focus();
+    try {
+      const item = await api(`/api/items/${encodeURIComponent(hit.id)}`);
+      if (seq !== state.preview.seq) return;
+      fillMeta({ ...hit, ...item }, hit.score);
+      if (item.file_url) {
+        ui.pOpen.href = item.file_url;
+        ui.pOpen.hidden = false;
+      }
+      const texts = Array.isArray(item.texts) ? item.texts : [];
+      fillTexts(texts);
+      ui.pStatus.textContent = texts.length ? "" : "No texts are indexed yet, so there are no captions to show.";
+    } catch (err) {
+      if (seq !== state.preview.seq) return;
+      ui.pStatus.textContent = err.message;
+      ui.pStatus.classList.add("error");
+    }
+  }
+
+  function closePreview() {
+    if (ui.dialog.open) ui.dialog.close();
+  }
+
+  // ---- events ---------------------------------------------------------------------------
+  ui.form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    startTextSearch(ui.q.value);
+  });
+
+  ui.pick.addEventListener("click", () => ui.file.click());
+  ui.file.addEventListener("change", () => {
+    const file = ui.file.files && ui.file.files[0];
+    if (file) startImageSearch(file, file.name);
+    ui.file.value = ""; // choosing the same file again must fire "change" again
+  });
+  ui.exampleClear.addEventListener("click", clearExample);
+
+  ui.filters.addEventListener("submit", (event) => {
+    event.preventDefault();
+    if (state.query) runSearch();
+  });
+  ui.filters.addEventListener("reset", () => {
+    // The form's values are reset after this event; search again once they are.
+    setTimeout(() => state.query && runSearch(), 0);
+  });
+  ui.filters.elements.sort.addEventListener("change", () => state.query && runSearch());
+
+  ui.more.addEventListener("click", () => runSearch({ append: true }));
+  if ("IntersectionObserver" in window) {
+    new IntersectionObserver((entries) => {
+      if (entries.some((e) => e.isIntersecting)) maybeLoadMore();
+    }, { rootMargin: "400px 0px" }).observe(ui.sentinel);
+  }
+
+  ui.pClose.addEventListener("click", closePreview);
+  ui.pSimilar.addEventListener("click", () => {
+    const hit = state.preview.hit;
+    state.preview.opener = null; // its button is about to be replaced
+    closePreview();
+    if (hit) startItemSearch(hit);
+  });
+  // A click on the backdrop lands on the <dialog> element itself.
+  ui.dialog.addEventListener("click", (event) => {
+    if (event.target === ui.dialog) closePreview();
+  });
+  ui.dialog.addEventListener("close", () => {
+    state.preview.seq += 1; // ignore a details request still in flight
+    const opener = state.preview.opener;
+    state.preview.opener = null;
+    if (opener && opener.isConnected) opener.focus();
+  });
+
+  // Drag and drop anywhere on the page; only files count (we never fetch dropped URLs).
+  let dragDepth = 0;
+  const carriesFiles = (event) => Array.from((event.dataTransfer && event.dataTransfer.types) || []).includes("Files");
+  document.addEventListener("dragenter", (event) => {
+    if (!carriesFiles(event)) return;
+    dragDepth += 1;
+    ui.overlay.hidden = false;
+  });
+  document.addEventListener("dragleave", (event) => {
+    if (!carriesFiles(event)) return;
+    dragDepth = Math.max(0, dragDepth - 1);
+    if (!dragDepth) ui.overlay.hidden = true;
+  });
+  document.addEventListener("dragover", (event) => {
+    if (!carriesFiles(event)) return;
+    event.preventDefault();
+    event.dataTransfer.dropEffect = "copy";
+  });
+  document.addEventListener("drop", (event) => {
+    dragDepth = 0;
+    ui.overlay.hidden = true;
+    if (!carriesFiles(event)) return;
+    event.preventDefault();
+    const file = firstImage(event.dataTransfer.files);
+    if (file) startImageSearch(file, file.name);
+    else setStatus("Drop an image file (JPEG, PNG, WebP, GIF, BMP or TIFF).", true);
+  });
+
+  // Pasting an image (e.g. a screenshot) searches with it; pasting text behaves normally.
+  document.addEventListener("paste", (event) => {
+    const file = firstImage(event.clipboardData && event.clipboardData.files);
+    if (!file) return;
+    event.preventDefault();
+    startImageSearch(file, file.name && file.name !== "image.png" ? file.name : "pasted image");
+  });
+
+  // ---- start -------------------------------------------------------------------------------
+  const initial = new URLSearchParams(location.search);
+  if (initial.get("q")) {
+    ui.q.value = initial.get("q");
+    startTextSearch(ui.q.value);
+  } else if (/^\d+$/.test(initial.get("like") || "")) {
+    const id = Number(initial.get("like"));
+    startItemSearch({ id, name: `item ${id}`, thumbnail_url: `/api/items/${id}/thumbnail` }, { focusResults: false });
+  }
+  if (!initial.get("like")) ui.q.focus();
+})();
