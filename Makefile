@@ -6,7 +6,10 @@ PIP := $(PY) -m pip
 # torch/torchvision pinned to the wheels this project is built and tested with (see README).
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup test demo bench clean
+.PHONY: setup sysdeps test demo clean
+
+# Debian packages: the emoji font the sample gallery and the bundled model's data are drawn with.
+SYSDEPS := fonts-noto-color-emoji
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +18,15 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PIP) install -e '.[cpu,dev]'
 	touch $@
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed sysdeps
+
+sysdeps:
+	@if command -v dpkg >/dev/null 2>&1 && ! dpkg -s $(SYSDEPS) >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $(SYSDEPS); \
+	  else sudo apt-get install -y $(SYSDEPS); fi; \
+	elif ! command -v dpkg >/dev/null 2>&1; then \
+	  echo "note: install the Noto Color Emoji font ($(SYSDEPS) on Debian) for the sample gallery"; \
+	fi
 
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)

@@ -18,6 +18,8 @@ import click
 from search.config import Settings
 from search.errors import SearchError
 
+from . import logs
+
 log = logging.getLogger("clipsearch")
 
 EXIT_ERROR = 2
@@ -54,11 +56,6 @@ class CliContext:
         return SearchService(lib, enc, max_pixels=self.settings.max_pixels)
 
 
-def _hide_random_init_warning(record: logging.LogRecord) -> bool:
-    """open_clip warns on the root logger whenever weights are random (our tests' models)."""
-    return "initialized randomly" not in record.getMessage()
-
-
 class ClipsearchGroup(click.Group):
     """Turns library errors into clean messages and exit codes."""
 
@@ -87,14 +84,7 @@ class ClipsearchGroup(click.Group):
 @click.pass_context
 def cli(ctx, data_dir, db_url, model, pretrained, device, verbose, quiet):
     """clipsearch: search your images by text, by example image, and find texts for images."""
-    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
-    for noisy in ("PIL", "urllib3", "huggingface_hub", "filelock", "alembic"):
-        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
-    if verbose < 2:
-        for handler in logging.getLogger().handlers:
-            handler.addFilter(_hide_random_init_warning)
+    logs.configure(verbose=verbose, quiet=quiet)
     try:
         settings = Settings.from_env(os.environ, data_dir=data_dir, db_url=db_url, model=model,
                                      pretrained=pretrained, device=device)

@@ -13,6 +13,7 @@ import os
 
 import click
 
+from . import logs
 from .cli import CliContext
 
 log = logging.getLogger(__name__)
@@ -64,8 +65,7 @@ def _write_and_index(settings, gallery: str, images: int) -> None:
     from .gallery import write_gallery
     from .pipeline import IndexJob
 
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure()
     existing = sorted(n for n in os.listdir(gallery) if n.endswith(".png")) \
         if os.path.isdir(gallery) else []
     if len(existing) != images:

@@ -146,9 +146,8 @@ def _resolve_model_name(model: str) -> tuple[str, str | None]:
     from . import models as bundled
 
     if model in bundled.BUNDLED:
-        config_path, checkpoint = bundled.BUNDLED[model]
-        open_clip.add_model_config(config_path)
-        return model, checkpoint
+        bundled.register(model)  # the config, with the text tower's local path filled in
+        return model, bundled.BUNDLED[model][1]
     if model.endswith(".json"):
         if not os.path.isfile(model):
             raise ModelUnavailable(f"model config file {model!r} does not exist")
@@ -231,6 +230,8 @@ class OpenClipEncoder:
             raise ModelUnavailable(f"torch/open_clip not installed: {e}") from e
         if threads:
             torch.set_num_threads(threads)
+        from . import models as bundled
+
         name, bundled_ckpt = _resolve_model_name(model)
         if pretrained is None:  # the model's own default
             if bundled_ckpt is not None:
@@ -250,6 +251,12 @@ class OpenClipEncoder:
                 torch.manual_seed(RANDOM_INIT_SEED)
                 net = open_clip.create_model(name, pretrained=None, device="cpu")
             ident = f"random-init:{RANDOM_INIT_SEED}"
+        elif name in bundled.BUNDLED:
+            # Its checkpoint holds only the trained image tower; the text tower comes from a package.
+            if not os.path.isfile(pretrained):
+                raise ModelUnavailable(f"checkpoint file {pretrained!r} does not exist")
+            net, _, _ = bundled.create_bundled(name, device="cpu", checkpoint=pretrained)
+            ident = "sha256:" + sha256_file(pretrained)
         else:
             source, ident = _resolve_pretrained(name, pretrained)
             try:

@@ -418,20 +418,6 @@ def test_clipsearch_serve_subprocess(indexed_library):
     assert "q=red" not in log  # the access log leaves query strings out
 
 
-def test_demo_explains_a_missing_bundled_model(tmp_path):
-    from click.testing import CliRunner
-
-    from indexer.cli import cli
-    from search.models import BUNDLED
-
-    name = "clipsearch-mini"
-    if name in BUNDLED and os.path.isfile(BUNDLED[name][1]):
-        pytest.skip("the bundled model is installed; the demo end to end is not tested here")
-    result = CliRunner().invoke(cli, ["demo", "--dir", str(tmp_path / "demo"), "--port", "1"])
-    assert result.exit_code == 2
-    assert "bundled model clipsearch-mini is not installed" in result.output
-
-
 def test_serving_module_leaves_prometheus_unimported():
     # The gunicorn master must not import prometheus_client before `serve` picks its
     # multiprocess mode, or the workers' metrics would never reach /metrics.

