@@ -75,11 +75,13 @@ class Runtime:
             return self._service
 
     def _load(self) -> SearchService:
+        from search.batching import BatchingEncoder
         from search.encoder import load_encoder
         from search.library import Library
 
         t0 = time.perf_counter()
-        encoder = load_encoder(self.settings)
+        # Request threads share one model: concurrent text queries are encoded in one batch.
+        encoder = BatchingEncoder(load_encoder(self.settings))
         library = Library(self.settings)
         library.bind_model(encoder.identity)
         library.load()
