@@ -23,8 +23,12 @@ import sys
 import tempfile
 import time
 
-import numpy as np
-from PIL import Image
+# As the clipsearch command does (indexer/cli.py main): idle torch threads sleep. The
+# setting is process-wide, so the bare forward and the end-to-end run share it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 

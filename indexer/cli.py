@@ -301,6 +301,10 @@ _register_optional_commands()
 
 
 def main() -> None:
+    # Idle OpenMP threads of torch should sleep, not spin: decoder processes and request
+    # threads need those cores (measured: end-to-end indexing 25 -> 28 images/s on 2 cores).
+    # Must happen before torch is imported; an explicit setting wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     cli(prog_name="clipsearch")
 
 
