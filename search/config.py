@@ -58,7 +58,7 @@ class Settings:
         256, "Indexed files per committed checkpoint; a killed job resumes from the last one.",
         env="CLIPSEARCH_CHECKPOINT_EVERY", kind="int")
     index_type: str = _setting(
-        "auto", "Vector index: auto, flat, ivf, hnsw, ivfpq.", env="CLIPSEARCH_INDEX_TYPE")
+        "auto", "Vector index: auto, flat, ivf, hnsw, ivfpq, ondisk.", env="CLIPSEARCH_INDEX_TYPE")
     memory_budget_mb: int = _setting(
         4096, "Memory the vector index may use; guides the auto index choice.",
         env="CLIPSEARCH_MEMORY_BUDGET_MB", kind="int")

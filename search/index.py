@@ -486,10 +486,14 @@ class VectorIndex:
 
     @classmethod
     def load(cls, path: str, *, use_gpu: bool | None = None) -> tuple["VectorIndex", dict]:
-        """Read an index written by :meth:`save`; returns ``(index, meta)``.
+        """Read an index written by :meth:`save` (or a :class:`~search.index_large.LargeIndex`
+        when the sidecar names the ``ondisk`` kind); returns ``(index, meta)``.
         Raises NotFound if neither file exists, IndexMismatch if either is missing,
         unreadable, or they disagree (count, sha256, kind, dim) - e.g. after a torn write."""
         from .index_file import read_index_files
+        from .index_large import LargeIndex, is_large_index
+        if is_large_index(path):     # the ondisk kind: its own files, CPU only
+            return LargeIndex.load(path)
         return read_index_files(cls, path, use_gpu)
 
     @classmethod

@@ -18,9 +18,15 @@ least 39 training vectors (FAISS's own minimum per centroid); k-means trains on 
 gain); HNSW uses M=32 and FAISS's efConstruction=40. ``nprobe`` defaults to nlist/32 (at
 least 8) and ``ef_search`` to 128; both can be changed at any time on a VectorIndex.
 
+``ondisk`` (not built by VectorIndex: see :mod:`search.index_large`) IVF-PQ with OPQ
+           optional, inverted lists memory-mapped from disk, exact re-ranking from a
+           float16 copy of the vectors on disk; for collections beyond the memory budget.
+
 The ``auto`` policy (:func:`choose_kind`), with flat size = n * (4*d + 8) bytes:
 
-* flat vectors exceed the memory budget            -> ``ivfpq`` (``flat`` if too few to train)
+* flat vectors exceed the memory budget            -> ``ondisk`` when the caller can build it
+                                                      (``on_disk=True``: the Library), else
+                                                      ``ivfpq`` (``flat`` if too few to train)
 * n <= FLAT_MAX_VECTORS (50k)                      -> ``flat`` (exact; ~8 ms a query at 50k x 512)
 * the HNSW graph (4*d + 8*M + 8 bytes/vector) fits -> ``hnsw`` (FAISS's advice when RAM allows)
 * otherwise                                        -> ``ivf``
@@ -123,16 +129,23 @@ def min_train_vectors(kind: str, nlist: int | None, pq_nbits: int = 8) -> int:
     return need
 
 
-def choose_kind(n: int, dim: int, memory_budget_mb: int) -> str:
+def choose_kind(n: int, dim: int, memory_budget_mb: int, *, on_disk: bool = False) -> str:
     """The ``auto`` policy: an index kind for ``n`` vectors of ``dim`` under a memory budget.
 
-    See the module docstring for the table. Raises :class:`BadRequest` for negative sizes.
+    See the module docstring for the table. ``on_disk``: the caller can build the
+    ``ondisk`` kind (:mod:`search.index_large`, which needs a directory and streams from the
+    store, so only :class:`search.library.Library` can); it then replaces ``ivfpq`` where
+    flat vectors exceed the budget. Raises :class:`BadRequest` for negative sizes.
     """
     if n < 0 or dim < 1 or memory_budget_mb < 0:
         raise BadRequest(f"bad sizes for choose_kind: n={n}, dim={dim}, "
                          f"memory_budget_mb={memory_budget_mb}")
     budget = memory_budget_mb * 2 ** 20
     if n * (4 * dim + 8) > budget:
+        if on_disk:
+            from .large_base import large_nlist
+            from .large_base import min_train_vectors as large_min_train
+            return "ondisk" if n >= large_min_train(large_nlist(n)) else "flat"
         return "ivfpq" if n >= min_train_vectors("ivfpq", default_nlist(n)) else "flat"
     if n <= FLAT_MAX_VECTORS:
         return "flat"

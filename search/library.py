@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import threading
 from dataclasses import dataclass, field
 
@@ -18,6 +19,7 @@ import numpy as np
 from .config import Settings
 from .errors import IndexMismatch, ModelMismatch
 from .index import VectorIndex, choose_kind
+from .index_large import LargeIndex, base_root
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -160,18 +162,48 @@ class Library:
                         log.info("%s index changed on disk; reloading", table)
                         self.indexes[table] = self._load_one(table)
 
-    def _rebuild(self, table: str) -> VectorIndex:
+    def _wanted_kind(self, n: int, dim: int) -> str | None:
+        """The kind ``save`` should switch to for ``n`` vectors, or None to keep the index
+        as it is (explicit in-memory kinds train themselves)."""
+        kind = self.settings.index_type
+        if kind == "auto":
+            return choose_kind(n, dim, self.settings.memory_budget_mb, on_disk=True)
+        if kind == "ondisk":
+            return "ondisk" if LargeIndex.trainable(n) else "flat"
+        return None
+
+    def _rebuild(self, table: str) -> VectorIndex | LargeIndex:
+        stored = self.store.vector_ids(table)
+        first = next(self.store.iter_vectors(table, ids=stored[:1]), None)
+        kind = None
+        if first is not None:
+            kind = self._wanted_kind(len(stored), first[1].shape[1])
+        kind = kind or self.settings.index_type
+        if kind == "ondisk" and first is not None:
+            return self._build_large(table, stored, first[1].shape[1])
+        if kind == "ondisk":
+            kind = "flat"       # nothing stored: nothing to train on
         ids_parts, vec_parts = [], []
         for ids, vecs in self.store.iter_vectors(table):
             ids_parts.append(ids)
             vec_parts.append(vecs)
         ids = np.concatenate(ids_parts)
         vecs = np.concatenate(vec_parts)
-        kind = self.settings.index_type
         log.info("building %s index (%s) over %d vectors", table, kind, len(ids))
         return VectorIndex.build(vecs.shape[1], ids, vecs, kind=kind,
                                  memory_budget_mb=self.settings.memory_budget_mb,
                                  use_gpu=self.settings.use_gpu)
+
+    def _build_large(self, table: str, stored: np.ndarray, dim: int) -> LargeIndex:
+        """Build the ondisk kind from the store without holding the collection in memory:
+        a random sample of ids for training, then one streaming pass, shard by shard."""
+        nlist, size = LargeIndex.plan(len(stored))
+        pick = np.sort(np.random.default_rng(len(stored)).choice(stored, size, replace=False))
+        sample = np.concatenate([v for _, v in self.store.iter_vectors(table, ids=pick)])
+        log.info("building %s index (ondisk, nlist=%d) over %d vectors, trained on %d",
+                 table, nlist, len(stored), len(sample))
+        return LargeIndex.build(dim, sample=sample, chunks=self.store.iter_vectors(table),
+                                root=base_root(self.index_path(table)), n=len(stored))
 
     # -- writing ------------------------------------------------------------
     def index(self, table: str, dim: int) -> VectorIndex:
@@ -180,7 +212,7 @@ class Library:
             idx = self.indexes[table]
             if idx is None:
                 kind = self.settings.index_type
-                if kind == "auto":
+                if kind in ("auto", "ondisk"):
                     kind = "flat"  # grown into a trained kind by save() when large enough
                 idx = VectorIndex(dim, kind=kind, use_gpu=self.settings.use_gpu)
                 self.indexes[table] = idx
@@ -195,18 +227,24 @@ class Library:
                 idx = self.indexes[table]
                 if idx is None:
                     continue
-                if self.settings.index_type == "auto":
-                    want = choose_kind(len(idx), idx.dim, self.settings.memory_budget_mb)
-                    if want != idx.kind:
-                        log.info("%s index: %d vectors, switching %s -> %s", table, len(idx),
-                                 idx.kind, want)
-                        idx = self._rebuild(table)
-                        self.indexes[table] = idx
+                want = self._wanted_kind(len(idx), idx.dim)
+                if want is not None and want != idx.kind:
+                    log.info("%s index: %d vectors, switching %s -> %s", table, len(idx),
+                             idx.kind, want)
+                    idx = self._rebuild(table)
+                    self.indexes[table] = idx
+                elif getattr(idx, "needs_compaction", False):
+                    log.info("%s index: rebuilding the ondisk base (%r)", table, idx)
+                    idx = self._rebuild(table)
+                    self.indexes[table] = idx
                 self._save_one(table, idx)
 
-    def _save_one(self, table: str, idx: VectorIndex) -> None:
-        idx.save(self.index_path(table), meta={"model": self.model, "table": table})
+    def _save_one(self, table: str, idx: VectorIndex | LargeIndex) -> None:
+        path = self.index_path(table)
+        idx.save(path, meta={"model": self.model, "table": table})
         self._loaded_stamp[table] = self._stamp(table)
+        if not isinstance(idx, LargeIndex) and os.path.isdir(base_root(path)):
+            shutil.rmtree(base_root(path), ignore_errors=True)   # left by an ondisk index
 
     def search(self, table: str, queries: np.ndarray, k: int, **kw):
         """Search ``table``; empty results when it has no index yet."""

@@ -1,0 +1,491 @@
+"""The immutable base of an ``ondisk`` index: IVF-PQ lists and re-ranking vectors in files.
+
+A base *generation* is written once, shard by shard, and never modified; later additions
+and removals live in :class:`search.index_large.LargeIndex` (a small exact delta and
+tombstones) until the next rebuild writes a new generation.
+
+Layout of one generation, ``DATA_DIR/index/<table>.faiss.ondisk/gen-<time ns>-<random>/``:
+
+``ivfpq.faiss``    FAISS ``IndexIVFPQ`` (inner product, codes of residuals to the coarse
+                   centroid), optionally behind an OPQ rotation (``IndexPreTransform``). Its
+                   inverted lists are ``OnDiskInvertedLists`` whose data lives in
+                   ``lists.ivfdata``; the file records only each list's offset and size.
+``lists.ivfdata``  FAISS's on-disk list layout: for each list, ``capacity * pq_m`` code
+                   bytes then ``capacity`` int64 *row numbers* (not store ids: a row indexes
+                   the vector file and ``ids.npy`` directly, no lookup per candidate).
+                   Memory-mapped read-only when served: paged in from disk on demand; its
+                   pages count in the process's RssFile once touched (at most its size).
+``vectors.f16``    the vectors for exact re-ranking: raw row-major ``(n, dim)`` float16
+                   (``vectors.f32`` when built with ``vector_dtype="float32"``), no header;
+                   row ``i`` belongs to ``ids.npy[i]``. Read with ``pread`` (see
+                   :class:`VectorRows`), so it lives in the page cache, never in the RSS.
+``ids.npy``        int64 ``(n,)`` store id of each row, unique (sorted when fed in id order).
+``manifest.json``  format, version, sizes, parameters, file sizes and the sha256 of the small
+                   files (``ivfpq.faiss``, ``ids.npy``). The big files are checked by size
+                   only: hashing 10 GB on every start would cost minutes.
+
+Building (:class:`BaseWriter`): train once on a sample (:func:`train_ivfpq`), then each
+shard of ``shard_size`` vectors is added to a copy of the trained empty index and written
+to ``shard-NNNNN.faiss``; :meth:`BaseWriter.finish` merges the shards' lists into
+``lists.ivfdata`` with ``OnDiskInvertedLists.merge_from_multiple`` (the shards are read
+memory-mapped), so peak memory is one shard, never the collection.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import BadRequest, IndexMismatch, NotFound
+from .index_kinds import MIN_LISTS, MIN_POINTS_PER_LIST, default_pq_m, load_faiss
+from .vectors import as_ids, as_matrix, check_unit_norm
+
+log = logging.getLogger(__name__)
+
+FORMAT = "clipsearch-ondisk-base"
+FORMAT_VERSION = 1
+INDEX_FILE, LISTS_FILE, IDS_FILE, MANIFEST = "ivfpq.faiss", "lists.ivfdata", "ids.npy", \
+    "manifest.json"
+VECTOR_FILES = {"float16": "vectors.f16", "float32": "vectors.f32"}
+SHARD_SIZE = 262_144          # vectors per shard: 1 GiB of float32 at d=512 while adding
+_ADD_CHUNK = 65_536
+
+
+@dataclass
+class LargeParams:
+    """Parameters of the ``ondisk`` kind; ``None`` means "derive from n and dim"."""
+
+    nlist: int | None = None      # IVF lists; default large_nlist(n)
+    nprobe: int | None = None     # lists scanned per query; default nlist // 16
+    rerank: int = 1000            # PQ candidates re-scored exactly per query
+    pq_m: int | None = None       # PQ bytes per vector; default ~dim/8
+    pq_nbits: int = 8
+    opq: bool = False             # learn an OPQ rotation before IVF-PQ (slow to train)
+    opq_iterations: int = 20
+    train_per_list: int = 64      # k-means sample: vectors per list
+    vector_dtype: str = "float16"  # re-ranking copy: float16 (half the disk) or float32
+    shard_size: int = SHARD_SIZE
+    prefetch_threads: int = 0     # FAISS OnDisk list prefetch threads per search call
+    exact_subset: int = 20_000    # allowed_ids sets up to this size are scored exactly
+    seed: int = 1234
+
+    @classmethod
+    def from_kwargs(cls, params: dict) -> "LargeParams":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(params) - names
+        if unknown:
+            raise BadRequest(f"unknown ondisk index parameter(s): {', '.join(sorted(unknown))}")
+        out = cls(**params)
+        for name in ("nlist", "nprobe", "pq_m"):
+            value = getattr(out, name)
+            if value is not None and (not _is_int(value) or value < 1):
+                raise BadRequest(f"{name} must be a positive integer, got {value!r}")
+        for name in ("rerank", "pq_nbits", "opq_iterations", "train_per_list", "shard_size",
+                     "exact_subset"):
+            value = getattr(out, name)
+            if not _is_int(value) or value < 1:
+                raise BadRequest(f"{name} must be a positive integer, got {value!r}")
+        if not _is_int(out.prefetch_threads) or out.prefetch_threads < 0:
+            raise BadRequest(f"prefetch_threads must be >= 0, got {out.prefetch_threads!r}")
+        if out.vector_dtype not in VECTOR_FILES:
+            raise BadRequest(f"vector_dtype must be one of {', '.join(VECTOR_FILES)}, "
+                             f"got {out.vector_dtype!r}")
+        return out
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def large_nlist(n: int) -> int:
+    """IVF lists of the ondisk kind: sqrt(n) as a power of two, >= 39 training points each.
+
+    Below FAISS's 4..16*sqrt(n) guideline on purpose: assigning n vectors to their lists
+    costs n * nlist * dim multiply-adds on the CPU, and at 10M x 512 on 2 cores nlist=16384
+    would spend ~18 minutes there alone (docs/benchmarks.md, "Large collections")."""
+    if n < 1:
+        return MIN_LISTS
+    k = 2 ** round(math.log2(math.sqrt(n)))
+    return int(max(MIN_LISTS, min(k, n // MIN_POINTS_PER_LIST)))
+
+
+def train_sample_size(n: int, nlist: int, p: LargeParams) -> int:
+    """How many vectors to train on: ``train_per_list`` per list and 256 per PQ code."""
+    per_list = max(p.train_per_list, MIN_POINTS_PER_LIST)
+    return int(min(n, max(per_list * nlist, 256 * 2 ** p.pq_nbits)))
+
+
+def min_train_vectors(nlist: int, pq_nbits: int = 8) -> int:
+    """Fewest vectors an ondisk base can be trained on (FAISS's 39 points per centroid)."""
+    return MIN_POINTS_PER_LIST * max(nlist, 2 ** pq_nbits)
+
+
+def train_ivfpq(dim: int, sample: np.ndarray, nlist: int, p: LargeParams):
+    """A trained, empty IVF-PQ (behind OPQ when ``p.opq``) for (s, dim) float32 ``sample``.
+
+    Raises BadRequest for a pq_m that does not divide dim, or too small a sample."""
+    faiss = load_faiss()
+    pq_m = p.pq_m or default_pq_m(dim)
+    if dim % pq_m:
+        raise BadRequest(f"pq_m={pq_m} must divide the dimension {dim}")
+    need = min_train_vectors(nlist, p.pq_nbits)
+    if sample.shape[0] < need:
+        raise BadRequest(f"{sample.shape[0]} training vectors for nlist={nlist}, "
+                         f"pq_nbits={p.pq_nbits}: need at least {need}")
+    # The factory builds objects that own their parts (quantizer, rotation), so nothing
+    # here depends on Python keeping sub-objects alive.
+    spec = f"IVF{nlist},PQ{pq_m}x{p.pq_nbits}"
+    if p.opq:
+        spec = f"OPQ{pq_m}," + spec
+    index = faiss.index_factory(dim, spec, faiss.METRIC_INNER_PRODUCT)
+    ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
+    ivf.do_polysemous_training = False    # Hamming filtering serves L2 only; slow to train
+    ivf.cp.seed = p.seed
+    ivf.cp.spherical = True      # centroids on the unit sphere, like the data
+    ivf.cp.max_points_per_centroid = max(p.train_per_list, MIN_POINTS_PER_LIST)
+    if p.opq:
+        rotation = faiss.downcast_VectorTransform(faiss.downcast_index(index).chain.at(0))
+        rotation.niter = p.opq_iterations
+    started = time.perf_counter()
+    index.train(np.ascontiguousarray(sample, dtype=np.float32))
+    log.info("trained ondisk IVF-PQ (nlist=%d, pq_m=%d, opq=%s) on %d vectors in %.1fs",
+             nlist, pq_m, p.opq, sample.shape[0], time.perf_counter() - started)
+    return index
+
+
+# ---------------------------------------------------------------------- writing
+class BaseWriter:
+    """Writes one base generation under ``root``: ``add`` chunks, then ``finish``.
+
+    Usable as a context manager; leaving it with an exception removes the half-written
+    generation (a crash leaves a ``gen-*`` directory that the next save deletes)."""
+
+    def __init__(self, root: str, trained, p: LargeParams):
+        faiss = load_faiss()
+        if trained.ntotal:
+            raise BadRequest("the trained index must be empty")
+        os.makedirs(root, exist_ok=True)
+        # Names sort by creation time (ns), which is how stale generations are told apart.
+        self.directory = tempfile.mkdtemp(prefix=f"gen-{time.time_ns():020d}-", dir=root)
+        self.dim = int(trained.d)
+        self.nlist = int(faiss.extract_index_ivf(trained).nlist)
+        self.params = p
+        self._trained = faiss.serialize_index(trained)
+        self._dtype = np.dtype(p.vector_dtype)
+        self._vectors = open(os.path.join(self.directory, VECTOR_FILES[p.vector_dtype]), "wb")
+        self._ids: list[np.ndarray] = []
+        self._pending: list[tuple[np.ndarray, np.ndarray]] = []
+        self._pending_rows = 0
+        self._shards: list[str] = []
+        self.n = 0
+
+    def __enter__(self) -> "BaseWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Queue (n,) int64 ``ids`` with (n, dim) unit-norm float32 ``vectors``; a shard is
+        encoded and written each time ``shard_size`` rows are queued.
+        Raises BadRequest for bad shapes, dtypes or norms."""
+        ids = as_ids(ids)
+        x = as_matrix(vectors, self.dim)
+        if ids.shape[0] != x.shape[0]:
+            raise BadRequest(f"{ids.shape[0]} ids for {x.shape[0]} vectors")
+        check_unit_norm(x)
+        if not ids.size:
+            return
+        self._pending.append((ids, x))
+        self._pending_rows += ids.size
+        if self._pending_rows >= self.params.shard_size:
+            self._write_shard()
+
+    def _write_shard(self) -> None:
+        faiss = load_faiss()
+        if not self._pending:
+            return
+        ids = np.concatenate([i for i, _ in self._pending])
+        x = np.concatenate([v for _, v in self._pending])
+        self._pending, self._pending_rows = [], 0
+        started = time.perf_counter()
+        shard = faiss.deserialize_index(self._trained)
+        rows = np.arange(self.n, self.n + ids.size, dtype=np.int64)   # the lists hold rows
+        for start in range(0, ids.size, _ADD_CHUNK):
+            shard.add_with_ids(x[start:start + _ADD_CHUNK], rows[start:start + _ADD_CHUNK])
+        path = os.path.join(self.directory, f"shard-{len(self._shards):05d}.faiss")
+        faiss.write_index(shard, path)
+        del shard
+        self._shards.append(path)
+        self._vectors.write(x.astype(self._dtype).tobytes())
+        self._ids.append(ids)
+        self.n += ids.size
+        log.info("ondisk shard %d: %d vectors encoded in %.1fs (%d so far)", len(self._shards),
+                 ids.size, time.perf_counter() - started, self.n)
+
+    def finish(self) -> str:
+        """Merge the shards into ``lists.ivfdata`` and write the index, ids and manifest
+        (all fsynced); returns the generation directory. Raises BadRequest for duplicate
+        ids or an empty base."""
+        faiss = load_faiss()
+        self._write_shard()
+        self._vectors.flush()
+        os.fsync(self._vectors.fileno())
+        self._vectors.close()
+        ids = np.concatenate(self._ids) if self._ids else np.empty(0, np.int64)
+        if not ids.size:
+            raise BadRequest("an ondisk base needs at least one vector")
+        if np.unique(ids).size != ids.size:
+            raise BadRequest("ids of an ondisk base must be unique")
+        started = time.perf_counter()
+        index = faiss.deserialize_index(self._trained)
+        ivf = faiss.extract_index_ivf(index)
+        shards = [faiss.read_index(path, faiss.IO_FLAG_MMAP) for path in self._shards]
+        parts = faiss.InvertedListsPtrVector()
+        for shard in shards:
+            parts.push_back(faiss.extract_index_ivf(shard).invlists)
+        lists_path = os.path.join(self.directory, LISTS_FILE)
+        merged = faiss.OnDiskInvertedLists(ivf.nlist, ivf.code_size, lists_path)
+        total = merged.merge_from_multiple(parts.data(), parts.size(), False, False)
+        del parts, shards
+        if total != ids.size:
+            raise IndexMismatch(f"merged {total} list entries for {ids.size} vectors")
+        merged.filename = LISTS_FILE     # relative: the reader resolves it in its directory
+        ivf.replace_invlists(merged, True)
+        merged.this.disown()
+        index.ntotal = ivf.ntotal = total
+        index_path = os.path.join(self.directory, INDEX_FILE)
+        faiss.write_index(index, index_path)
+        del index, ivf, merged             # unmaps lists.ivfdata (written through the map)
+        _fsync(lists_path)
+        _fsync(index_path)
+        np.save(os.path.join(self.directory, IDS_FILE), ids)
+        _fsync(os.path.join(self.directory, IDS_FILE))
+        for path in self._shards:
+            os.unlink(path)
+        p = self.params
+        manifest = {
+            "format": FORMAT, "version": FORMAT_VERSION, "n": int(ids.size), "dim": self.dim,
+            "nlist": self.nlist,
+            "vector_dtype": p.vector_dtype, "opq": bool(p.opq), "list_ids": "rows",
+            "faiss_version": getattr(faiss, "__version__", "unknown"),
+            "files": {name: os.path.getsize(os.path.join(self.directory, name))
+                      for name in (INDEX_FILE, LISTS_FILE, IDS_FILE, VECTOR_FILES[p.vector_dtype])},
+            "sha256": {name: _sha256(os.path.join(self.directory, name))
+                       for name in (INDEX_FILE, IDS_FILE)},
+        }
+        with open(os.path.join(self.directory, MANIFEST), "w", encoding="utf-8") as fh:
+            json.dump(manifest, fh, indent=1)
+            fh.flush()
+            os.fsync(fh.fileno())
+        _fsync_dir(self.directory)
+        log.info("ondisk base of %d vectors merged from %d shards in %.1fs: %s", ids.size,
+                 len(self._shards), time.perf_counter() - started, self.directory)
+        return self.directory
+
+    def abort(self) -> None:
+        """Drop the half-written generation."""
+        try:
+            self._vectors.close()
+        finally:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------- reading
+class VectorRows:
+    """Read-only access to the re-ranking vectors of a base, by row, with ``pread``.
+
+    Measured on the 10M x 512 float16 file: 1000 random rows in ~1.3 ms from the page cache,
+    the same as gathering from a memory map, but nothing is mapped, so reads never add to
+    the resident set (a map's touched pages stay in VmRSS until unmapped). Read-ahead is
+    switched off (``POSIX_FADV_RANDOM``): rows are 1 KiB and scattered."""
+
+    def __init__(self, path: str, n: int, dim: int, dtype: str):
+        self.path, self.n, self.dim = path, n, dim
+        self.dtype = np.dtype(dtype)
+        self.row_bytes = dim * self.dtype.itemsize
+        self._fd = os.open(path, os.O_RDONLY)
+        if hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_RANDOM)
+
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        """(len(rows), dim) float32 vectors of ``rows`` (int64, 0 <= row < n), in order.
+        Raises IndexMismatch if the file is shorter than it should be."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.empty((rows.size, self.dim), dtype=self.dtype)
+        view = memoryview(out).cast("B")
+        size = self.row_bytes
+        order = np.argsort(rows, kind="stable")     # file order: kinder to a cold disk
+        for at, row in zip(order.tolist(), rows[order].tolist()):
+            got = os.preadv(self._fd, (view[at * size:(at + 1) * size],), row * size)
+            if got != size:
+                raise IndexMismatch(f"{self.path} is truncated (row {row} of {self.n})")
+        return out.astype(np.float32)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class Base:
+    """One opened base generation: the IVF-PQ with memory-mapped lists, the ids and the
+    re-ranking vectors. Read-only and thread-safe for searching."""
+
+    def __init__(self, directory: str):
+        """Open ``directory``. Raises NotFound if it does not exist, IndexMismatch if a file
+        is missing, truncated, or disagrees with the manifest."""
+        faiss = load_faiss()
+        self.directory = os.path.abspath(directory)
+        if not os.path.isdir(self.directory):
+            raise NotFound(f"no ondisk base at {self.directory}")
+        try:
+            with open(os.path.join(self.directory, MANIFEST), encoding="utf-8") as fh:
+                manifest = json.load(fh)
+            if manifest.get("format") != FORMAT or manifest.get("version") != FORMAT_VERSION:
+                raise ValueError(f"format {manifest.get('format')!r} v{manifest.get('version')!r}")
+            self.n, self.dim = int(manifest["n"]), int(manifest["dim"])
+            self.vector_dtype = str(manifest["vector_dtype"])
+            vector_file = VECTOR_FILES[self.vector_dtype]
+            for name, size in manifest["files"].items():
+                found = os.path.getsize(os.path.join(self.directory, name))
+                if found != int(size):
+                    raise ValueError(f"{name} has {found} bytes, the manifest says {size}")
+            for name, digest in manifest["sha256"].items():
+                if _sha256(os.path.join(self.directory, name)) != digest:
+                    raise ValueError(f"{name} does not match its sha256")
+        except (OSError, KeyError, TypeError, ValueError) as exc:
+            raise IndexMismatch(f"ondisk base {self.directory} is incomplete or damaged: {exc}; "
+                                "rebuild the index") from None
+        self.manifest = manifest
+        try:
+            # Skip FAISS's own mmap (it would resolve the relative list file name against the
+            # working directory) and map the list file of this directory, read-only.
+            index = faiss.read_index(os.path.join(self.directory, INDEX_FILE),
+                                     faiss.IO_FLAG_SKIP_IVF_DATA | faiss.IO_FLAG_READ_ONLY)
+            ivf = faiss.extract_index_ivf(index)
+            lists = faiss.downcast_InvertedLists(ivf.invlists)
+            if not isinstance(lists, faiss.OnDiskInvertedLists):
+                raise ValueError(f"inverted lists are {type(lists).__name__}")
+            lists.filename = os.path.join(self.directory, LISTS_FILE)
+            lists.do_mmap()
+        except (RuntimeError, ValueError) as exc:
+            raise IndexMismatch(f"ondisk base {self.directory} cannot be read by FAISS: {exc}"
+                                ) from None
+        if index.ntotal != self.n or index.d != self.dim:
+            raise IndexMismatch(f"ondisk base {self.directory}: index holds {index.ntotal} x "
+                                f"{index.d}, the manifest says {self.n} x {self.dim}")
+        self.index, self.ivf, self.lists = index, ivf, lists
+        self.transform = None
+        if isinstance(faiss.downcast_index(index), faiss.IndexPreTransform):
+            pre = faiss.downcast_index(index)
+            self.transform = faiss.downcast_VectorTransform(pre.chain.at(0))
+        self.nlist = int(ivf.nlist)
+        self.ids = np.load(os.path.join(self.directory, IDS_FILE))
+        if self.ids.shape != (self.n,) or self.ids.dtype != np.int64:
+            raise IndexMismatch(f"ondisk base {self.directory}: ids.npy has shape "
+                                f"{self.ids.shape}, expected ({self.n},) int64")
+        # id -> row: ids written in id order (what Store.iter_vectors yields) need no map.
+        if self.n < 2 or bool(np.all(self.ids[1:] > self.ids[:-1])):
+            self._keys, self._rows = self.ids, None
+        else:
+            self._rows = np.argsort(self.ids, kind="stable")
+            self._keys = self.ids[self._rows]
+        self.vectors = VectorRows(os.path.join(self.directory, vector_file), self.n, self.dim,
+                                  self.vector_dtype)
+
+    @property
+    def sorted_ids(self) -> np.ndarray:
+        """The base's ids, sorted (a view: do not modify)."""
+        return self._keys
+
+    def warm_lists(self) -> threading.Thread:
+        """Ask the kernel, in a background thread, to read the list file into the page
+        cache (``POSIX_FADV_WILLNEED``): the first queries then find their lists in memory.
+        Page cache only: nothing is mapped, so the RSS does not grow."""
+        path = os.path.join(self.directory, LISTS_FILE)
+
+        def advise():
+            try:
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+                finally:
+                    os.close(fd)
+            except (OSError, AttributeError):     # best effort
+                pass
+
+        thread = threading.Thread(target=advise, name="ondisk-warm-lists", daemon=True)
+        thread.start()
+        return thread
+
+    def rows_of(self, ids: np.ndarray) -> np.ndarray:
+        """Row of each of the int64 ``ids`` in the base, -1 where absent."""
+        if not self.n or not ids.size:
+            return np.full(ids.shape, -1, dtype=np.int64)
+        at = np.minimum(np.searchsorted(self._keys, ids), self.n - 1)
+        hit = self._keys[at] == ids
+        rows = at if self._rows is None else self._rows[at]
+        return np.where(hit, rows, -1)
+
+    def contains(self, ids: np.ndarray) -> np.ndarray:
+        return self.rows_of(ids) >= 0
+
+    def search(self, queries: np.ndarray, k: int, nprobe: int, selector=None,
+               prefetch_threads: int = 0):
+        """PQ top-``k`` ``(scores, rows)`` of (m, dim) unit ``queries`` over ``nprobe``
+        lists; ``selector`` works on rows too (see :meth:`rows_of`)."""
+        faiss = load_faiss()
+        q = queries if self.transform is None else self.transform.apply(queries)
+        self.lists.prefetch_nthread = prefetch_threads
+        params = faiss.SearchParametersIVF(nprobe=int(min(nprobe, self.nlist)))
+        if selector is not None:
+            params.sel = selector
+        return self.ivf.search(np.ascontiguousarray(q, dtype=np.float32), k, params=params)
+
+    def close(self) -> None:
+        self.vectors.close()
+        self.index = self.ivf = self.lists = self.transform = None
+
+
+def generation_dirs(root: str) -> list[str]:
+    """Generation directories under ``root`` (complete or not), oldest name first."""
+    try:
+        names = sorted(n for n in os.listdir(root) if n.startswith("gen-"))
+    except FileNotFoundError:
+        return []
+    return [os.path.join(root, n) for n in names if os.path.isdir(os.path.join(root, n))]
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(directory: str) -> None:
+    try:
+        _fsync(directory)
+    except OSError:      # not supported on this platform: best effort
+        pass
