@@ -41,7 +41,7 @@ from .index_kinds import (FLAT_MAX_VECTORS, KINDS, MIN_LISTS, IndexParams,  # no
                           default_nlist, default_nprobe, default_pq_m, load_faiss,
                           min_train_vectors, new_flat, new_hnsw, resolve_gpu, structure_kind,
                           train_ivf)
-from .vectors import as_ids, as_matrix, check_unit_norm, normalize
+from .vectors import as_ids, as_matrix, check_unit_norm, search_arguments
 
 log = logging.getLogger(__name__)
 
@@ -354,17 +354,7 @@ class VectorIndex:
         ids; every row holds exactly min(k, number of eligible held ids) results.
         Raises BadRequest for bad queries, k or id arrays.
         """
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise BadRequest(f"k must be a positive integer, got {k!r}")
-        k = int(k)
-        q = as_matrix(queries, self.dim, name="queries")
-        if q.shape[0]:
-            q = normalize(q)
-        allowed = excluded = None
-        if allowed_ids is not None:
-            allowed = np.unique(as_ids(allowed_ids, name="allowed_ids"))
-        if exclude_ids is not None:
-            excluded = np.unique(as_ids(exclude_ids, name="exclude_ids"))
+        k, q, allowed, excluded = search_arguments(queries, k, self.dim, allowed_ids, exclude_ids)
         scores = np.full((q.shape[0], k), -np.inf, dtype=np.float32)
         labels = np.full((q.shape[0], k), -1, dtype=np.int64)
         with self._lock.read():

@@ -30,15 +30,20 @@ def sidecar_path(path: str) -> str:
     return os.fspath(path) + ".json"
 
 
-def write_index_files(index, path: str, meta: dict) -> None:
-    """Save ``index`` (a VectorIndex, already locked against mutation) at ``path``."""
-    faiss = load_faiss()
+def json_meta(meta) -> dict:
+    """A JSON round-trip copy of ``meta``; BadRequest if it is not a JSON-able dict."""
     if not isinstance(meta, dict):
         raise BadRequest(f"meta must be a dict, got {type(meta).__name__}")
     try:
-        meta = json.loads(json.dumps(meta, allow_nan=False))
+        return json.loads(json.dumps(meta, allow_nan=False))
     except (TypeError, ValueError) as exc:
         raise BadRequest(f"meta is not JSON-serialisable: {exc}") from None
+
+
+def write_index_files(index, path: str, meta: dict) -> None:
+    """Save ``index`` (a VectorIndex, already locked against mutation) at ``path``."""
+    faiss = load_faiss()
+    meta = json_meta(meta)
     path = os.path.abspath(os.fspath(path))
     directory = os.path.dirname(path)
     os.makedirs(directory, exist_ok=True)

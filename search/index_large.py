@@ -42,11 +42,11 @@ import numpy as np
 
 from .errors import BadRequest, IndexMismatch, NotFound
 from .index import _RWLock
-from .index_file import _fsync_dir, _sha256, _write_json_atomic, sidecar_path
+from .index_file import _fsync_dir, _sha256, _write_json_atomic, json_meta, sidecar_path
 from .index_kinds import load_faiss, new_flat
 from .large_base import (MANIFEST, Base, BaseWriter, LargeParams, generation_dirs, large_nlist,
                          min_train_vectors, train_ivfpq, train_sample_size)
-from .vectors import as_ids, as_matrix, check_unit_norm, normalize
+from .vectors import as_ids, as_matrix, check_unit_norm, search_arguments
 
 log = logging.getLogger(__name__)
 
@@ -271,17 +271,7 @@ class LargeIndex:
 
         Returns ``scores`` (m, k) float32 descending and ``ids`` (m, k) int64, padded with
         -inf / -1; filters as in VectorIndex.search. Raises BadRequest for bad input."""
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise BadRequest(f"k must be a positive integer, got {k!r}")
-        k = int(k)
-        q = as_matrix(queries, self.dim, name="queries")
-        if q.shape[0]:
-            q = normalize(q)
-        allowed = excluded = None
-        if allowed_ids is not None:
-            allowed = np.unique(as_ids(allowed_ids, name="allowed_ids"))
-        if exclude_ids is not None:
-            excluded = np.unique(as_ids(exclude_ids, name="exclude_ids"))
+        k, q, allowed, excluded = search_arguments(queries, k, self.dim, allowed_ids, exclude_ids)
         m = q.shape[0]
         with self._lock.read():
             delta_ids = self._delta_ids()
@@ -405,12 +395,7 @@ class LargeIndex:
         sidecar no longer names.
         Raises BadRequest if ``meta`` is not JSON-able."""
         faiss = load_faiss()
-        if not isinstance(meta, dict):
-            raise BadRequest(f"meta must be a dict, got {type(meta).__name__}")
-        try:
-            meta = json.loads(json.dumps(meta, allow_nan=False))
-        except (TypeError, ValueError) as exc:
-            raise BadRequest(f"meta is not JSON-serialisable: {exc}") from None
+        meta = json_meta(meta)
         path = os.path.abspath(os.fspath(path))
         root = base_root(path)
         directory = os.path.dirname(path)

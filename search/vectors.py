@@ -101,3 +101,19 @@ def random_unit_vectors(n: int, dim: int, *, seed: int = 0,
         block /= np.linalg.norm(block, axis=1, keepdims=True)
         out[start:start + block.shape[0]] = block
     return out
+
+
+def search_arguments(queries, k, dim: int, allowed_ids=None, exclude_ids=None):
+    """Validate the arguments every index's ``search`` takes.
+
+    Returns ``(k, q, allowed, excluded)``: k as int, queries as unit float32 (m, dim) rows,
+    and the id filters as sorted unique int64 arrays (or None). Raises BadRequest.
+    """
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise BadRequest(f"k must be a positive integer, got {k!r}")
+    q = as_matrix(queries, dim, name="queries")
+    if q.shape[0]:
+        q = normalize(q)
+    allowed = np.unique(as_ids(allowed_ids, name="allowed_ids")) if allowed_ids is not None else None
+    excluded = np.unique(as_ids(exclude_ids, name="exclude_ids")) if exclude_ids is not None else None
+    return int(k), q, allowed, excluded
