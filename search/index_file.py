@@ -40,22 +40,31 @@ def json_meta(meta) -> dict:
         raise BadRequest(f"meta is not JSON-serialisable: {exc}") from None
 
 
+def write_faiss_atomic(faiss_index, path: str) -> str:
+    """Write a FAISS index to a temporary file beside ``path``, fsync it, rename it into
+    place; returns its sha256. A crash leaves the old file or the new one, never a torn one."""
+    faiss = load_faiss()
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    os.close(fd)
+    try:
+        faiss.write_index(faiss_index, tmp)
+        digest = _sha256(tmp, sync=True)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return digest
+
+
 def write_index_files(index, path: str, meta: dict) -> None:
     """Save ``index`` (a VectorIndex, already locked against mutation) at ``path``."""
     faiss = load_faiss()
     meta = json_meta(meta)
     path = os.path.abspath(os.fspath(path))
     directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-    os.close(fd)
-    try:
-        faiss.write_index(index._index, tmp)
-        digest = _sha256(tmp, sync=True)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    digest = write_faiss_atomic(index._index, path)
     sidecar = {
         "format": FORMAT,
         "version": FORMAT_VERSION,

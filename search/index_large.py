@@ -42,7 +42,8 @@ import numpy as np
 
 from .errors import BadRequest, IndexMismatch, NotFound
 from .index import _RWLock
-from .index_file import _fsync_dir, _sha256, _write_json_atomic, json_meta, sidecar_path
+from .index_file import (_fsync_dir, _sha256, _write_json_atomic, json_meta, sidecar_path,
+                         write_faiss_atomic)
 from .index_kinds import load_faiss, new_flat
 from .large_base import (MANIFEST, Base, BaseWriter, LargeParams, generation_dirs, large_nlist,
                          min_train_vectors, train_ivfpq, train_sample_size)
@@ -403,14 +404,7 @@ class LargeIndex:
         with self._lock.write():
             if os.path.dirname(self.base.directory) != root:
                 self.base.directory = _link_generation(self.base.directory, root)
-            tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
-            try:
-                faiss.write_index(self._delta, tmp)
-                digest = _sha256(tmp, sync=True)
-                os.replace(tmp, path)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+            digest = write_faiss_atomic(self._delta, path)
             sidecar = {
                 "format": FORMAT, "version": FORMAT_VERSION, "kind": KIND,
                 "target_kind": KIND, "dim": self.dim, "count": len(self),
