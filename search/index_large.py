@@ -9,8 +9,9 @@ lists, plus a float16 copy of the vectors on disk) and two small in-memory layer
   ``IDSelectorNot`` (the base files are never modified, which keeps saving atomic).
 
 Adding an id that the base holds tombstones the base entry and puts the new vector in the
-delta. When the delta passes ``max(DELTA_MAX, 10 % of the base)`` or tombstones pass 25 %
-of it, :attr:`LargeIndex.needs_compaction` turns true and :class:`search.library.Library`
+delta. When the delta passes ``DELTA_MAX`` vectors (whatever the base's size: each costs
+4*dim bytes of RAM and is scanned by every query) or tombstones pass 25 % of the base,
+:attr:`LargeIndex.needs_compaction` turns true and :class:`search.library.Library`
 rebuilds the base from the store.
 
 Search: the PQ codes of ``nprobe`` lists give the top ``rerank`` candidates, which are
@@ -55,7 +56,6 @@ KIND = "ondisk"
 FORMAT = "clipsearch-ondisk"
 FORMAT_VERSION = 1
 DELTA_MAX = 50_000        # delta rows searched exactly before compaction is due (~8 ms at 512-d)
-DELTA_FRACTION = 0.10
 TOMBSTONE_FRACTION = 0.25
 STALE_BUILD_S = 24 * 3600  # an unfinished generation this old is a crashed build
 _CHUNK = 65_536
@@ -159,9 +159,8 @@ class LargeIndex:
     @property
     def needs_compaction(self) -> bool:
         """True when the delta or the tombstones have grown enough to rebuild the base."""
-        n = self.base.n
-        return (self.delta_size > max(DELTA_MAX, DELTA_FRACTION * n)
-                or self._dead.size > TOMBSTONE_FRACTION * n)
+        return (self.delta_size > DELTA_MAX
+                or self._dead.size > TOMBSTONE_FRACTION * self.base.n)
 
     def __len__(self) -> int:
         return self.base.n - int(self._dead.size) + self.delta_size
