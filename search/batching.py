@@ -10,10 +10,18 @@ free of oversubscription; alone, a request pays at most ``max_wait_ms``.
 
 It wraps any :class:`~search.encoder.Encoder` and exposes the same interface;
 image encodes pass straight through (uploads are rarer and larger).
+
+The encoding thread (and the torch/OpenMP threads it starts, which inherit its
+priority) runs ``nice`` steps below the request threads on Linux: a forward pass
+takes tens of milliseconds of both cores, and without this every other request's
+search, metadata fetch and JSON wait behind it for a CPU (docs/benchmarks.md,
+"HTTP search"). The model's own latency hardly changes: the request threads'
+work is short.
 """
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -26,8 +34,10 @@ log = logging.getLogger(__name__)
 
 
 class BatchingEncoder:
-    def __init__(self, encoder, *, max_batch: int = 64, max_wait_ms: float = 2.0):
+    def __init__(self, encoder, *, max_batch: int = 64, max_wait_ms: float = 2.0,
+                 nice: int = 10):
         self.inner = encoder
+        self.nice = nice
         self.identity = encoder.identity
         self.preprocess = encoder.preprocess
         self.max_batch = max_batch
@@ -55,7 +65,20 @@ class BatchingEncoder:
     def encode_pixels(self, pixels):
         return self.inner.encode_pixels(pixels)
 
+    def _lower_priority(self) -> None:
+        # Linux applies setpriority(PRIO_PROCESS, tid) to one thread; threads this one
+        # creates later (torch's OpenMP team for its forward passes) inherit the value.
+        if not self.nice or not hasattr(os, "setpriority") or not hasattr(threading,
+                                                                         "get_native_id"):
+            return
+        tid = threading.get_native_id()
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + self.nice)
+        except OSError as e:  # pragma: no cover - not permitted: run at normal priority
+            log.debug("could not lower the encoder thread's priority: %s", e)
+
     def _run(self) -> None:
+        self._lower_priority()
         while True:
             texts, fut = self._queue.get()
             jobs = [(texts, fut)]

@@ -62,6 +62,10 @@ class Settings:
     memory_budget_mb: int = _setting(
         4096, "Memory the vector index may use; guides the auto index choice.",
         env="CLIPSEARCH_MEMORY_BUDGET_MB", kind="int")
+    search_threads: int = _setting(
+        1, "FAISS threads per query in the web service (its requests already run in "
+        "parallel; a second thread waits for a core held by another request).",
+        env="CLIPSEARCH_SEARCH_THREADS", kind="int")
     use_gpu: bool | None = _setting(
         None, "Put the FAISS index on the GPU; default: when FAISS reports one.",
         env="CLIPSEARCH_USE_GPU", kind="bool")

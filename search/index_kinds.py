@@ -37,6 +37,7 @@ import dataclasses
 import logging
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,6 +64,25 @@ def load_faiss():
             "FAISS is not installed: install clipsearch[cpu] (faiss-cpu) or clipsearch[gpu]"
         ) from exc
     return faiss
+
+
+@contextmanager
+def faiss_threads(n: int | None):
+    """Run the block with at most ``n`` FAISS (OpenMP) threads in the calling thread.
+
+    OpenMP keeps the thread count per calling thread, so a web request thread can search
+    on one thread while a batch job elsewhere in the process keeps all cores. ``None``
+    leaves the setting alone."""
+    if not n:
+        yield
+        return
+    faiss = load_faiss()
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 @dataclass

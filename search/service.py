@@ -16,6 +16,7 @@ import numpy as np
 
 from .errors import BadRequest, NotFound
 from .images import decode_image
+from .index_kinds import faiss_threads
 from .library import Library
 from .store import STATUS_INDEXED, ItemFilter, unpack
 
@@ -95,10 +96,12 @@ class Page:
 class SearchService:
     """Answers queries against one :class:`Library` with one encoder (shared, read-mostly)."""
 
-    def __init__(self, library: Library, encoder, *, max_pixels: int):
+    def __init__(self, library: Library, encoder, *, max_pixels: int,
+                 search_threads: int | None = None):
         self.library = library
         self.encoder = encoder
         self.max_pixels = max_pixels
+        self.search_threads = search_threads  # FAISS threads per query; None: FAISS's own
         self._last_reload_check = 0.0
 
     # -- query vectors ----------------------------------------------------------
@@ -167,7 +170,9 @@ class SearchService:
         if allowed is not None and len(allowed) == 0:
             scores, ids = np.zeros(0, np.float32), np.zeros(0, np.int64)
         else:
-            s, i = self.library.search(table, q, window, allowed_ids=allowed, exclude_ids=exclude)
+            with faiss_threads(self.search_threads):
+                s, i = self.library.search(table, q, window, allowed_ids=allowed,
+                                           exclude_ids=exclude)
             keep = i[0] >= 0
             scores, ids = s[0][keep], i[0][keep]
         if req.threshold is not None:
@@ -176,9 +181,9 @@ class SearchService:
         order = np.lexsort((ids, -scores))  # score desc, then id asc: stable pages
         scores, ids = scores[order], ids[order]
         t2 = time.perf_counter()
-        rows = (self.library.store.get_items(ids.tolist()) if table == "images"
-                else self.library.store.get_texts(ids.tolist()))
-        hits = [Hit(int(i), float(s), rows[int(i)].to_dict())
+        rows = (self.library.store.item_dicts(ids.tolist()) if table == "images"
+                else self.library.store.text_dicts(ids.tolist()))
+        hits = [Hit(int(i), float(s), rows[int(i)])
                 for s, i in zip(scores, ids) if int(i) in rows]
         if table == "images":
             hits = [h for h in hits if h.item["status"] == STATUS_INDEXED]

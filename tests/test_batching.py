@@ -56,3 +56,14 @@ def test_an_error_reaches_the_caller_and_the_thread_survives(enc):
     with pytest.raises(RuntimeError, match="fell over"):
         batching.encode_texts(["x"])
     assert batching.encode_texts(["y"]).shape == (1, enc.dim)
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority") or os.name != "posix",
+                    reason="per-thread priorities are a Linux feature")
+def test_encoding_thread_runs_below_the_request_threads(enc):
+    batching = BatchingEncoder(enc, nice=5)
+    batching.encode_texts(["warm up"])  # the thread lowered itself before its first batch
+    tid = batching._thread.native_id
+    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    assert os.getpriority(os.PRIO_PROCESS, tid) == min(19, mine + 5)
+    assert mine == os.getpriority(os.PRIO_PROCESS, 0)  # the caller's own priority is unchanged

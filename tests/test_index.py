@@ -476,3 +476,23 @@ def test_searches_while_adding_do_not_break():
         t.join()
     assert not errors
     assert len(index) == 1000 - 200 + 400
+
+
+def test_faiss_threads_is_per_calling_thread_and_restored():
+    from search.index_kinds import faiss_threads
+
+    faiss.omp_set_num_threads(2)
+    seen = {}
+
+    def other():
+        seen["other"] = faiss.omp_get_max_threads()
+
+    with faiss_threads(1):
+        assert faiss.omp_get_max_threads() == 1
+        t = threading.Thread(target=other)
+        t.start()
+        t.join()
+    assert faiss.omp_get_max_threads() == 2
+    assert seen["other"] != 1 or os.cpu_count() == 1  # another thread keeps its own setting
+    with faiss_threads(None):
+        assert faiss.omp_get_max_threads() == 2

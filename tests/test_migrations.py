@@ -153,14 +153,14 @@ def _fill_v1(conn, *, with_meta: bool) -> dict:
 
 def _assert_preserved(store: Store, data: dict) -> None:
     ids = data["item_ids"]
-    items = store.get_items(ids)
+    items = store.get_items(ids, vectors=True)
     assert [items[i].path for i in ids] == data["paths"]
     assert items[ids[4]].vector is None and items[ids[4]].skip_reason == "corrupt: truncated file"
     assert items[ids[0]].captured_at == dt.datetime(2021, 5, 1)
     got_ids, got = next(store.iter_vectors())
     assert got_ids.tolist() == ids[:4]
     np.testing.assert_array_equal(got, data["vectors"][:4])
-    texts = store.get_texts(data["text_ids"])
+    texts = store.get_texts(data["text_ids"], vectors=True)
     assert [texts[i].item_id for i in data["text_ids"]] == [ids[0], ids[1], None]
     np.testing.assert_array_equal(unpack(texts[data["text_ids"][2]].vector),
                                   data["text_vectors"][2])

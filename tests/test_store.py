@@ -84,6 +84,23 @@ def test_items_vectors_and_states(store):
         store.get_item(123456)
 
 
+def test_result_page_reads_match_the_orm_objects(store):
+    ids = add_items(store, 12)
+    store.add_texts([("a caption", "s1", ids[0])], np.ones((1, 8), np.float32))
+    wanted = ids[::2] + [987654]  # one id that does not exist
+    objects = store.get_items(wanted, vectors=True)
+    dicts = store.item_dicts(wanted)
+    assert set(dicts) == set(ids[::2])
+    assert dicts == {i: item.to_dict() for i, item in objects.items()}
+    assert dicts[ids[0]]["captured_at"] == "2020-01-01T00:00:00"
+    assert "vector" not in dicts[ids[0]]
+    assert objects[ids[0]].vector is not None
+    with pytest.raises(Exception, match="vector"):  # not loaded unless asked for
+        store.get_items([ids[0]])[ids[0]].vector
+    (tid,) = store.vector_ids("texts").tolist()
+    assert store.text_dicts([tid]) == {tid: store.get_texts([tid])[tid].to_dict()}
+
+
 def test_prefix_filter_escapes_like_wildcards(store):
     add_items(store, 4, root="/lib")
     add_items(store, 4, root="/li_", seed=1)

@@ -87,7 +87,8 @@ class Runtime:
         library.load()
         log.info("search service ready in %.1f s (model %s)", time.perf_counter() - t0,
                  encoder.identity)
-        return SearchService(library, encoder, max_pixels=self.settings.max_pixels)
+        return SearchService(library, encoder, max_pixels=self.settings.max_pixels,
+                             search_threads=self.settings.search_threads)
 
     def warm_up(self) -> None:
         """Load the service now; a failure is logged and answered as 503 later."""
