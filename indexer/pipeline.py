@@ -17,11 +17,8 @@ from __future__ import annotations
 
 import collections
 import logging
-import multiprocessing as mp
 import os
-import signal
 import time
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -35,6 +32,7 @@ from search.store import (STATUS_INDEXED, STATUS_SKIPPED, FileState, MediaItem, 
 
 from .decode import Decoded, decode_file, hash_file
 from .discover import FoundFile, resolve_root, walk
+from .workers import CRASH_REASON, WorkerPool, window_map
 
 log = logging.getLogger(__name__)
 
@@ -82,35 +80,20 @@ def reason_category(reason: str) -> str:
     return reason.split(":", 1)[0].split(" (", 1)[0].strip()
 
 
-def _ignore_sigint() -> None:  # worker initializer: Ctrl-C is the parent's business
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _window_map(pool: ProcessPoolExecutor | None, fn, items: Iterable, window: int,
-                *args) -> Iterator:
-    """Ordered map with at most ``window`` tasks in flight (bounded memory)."""
-    if pool is None:
-        for it in items:
-            yield fn(it, *args)
-        return
-    pending: collections.deque[Future] = collections.deque()
-    it = iter(items)
-    for item in it:
-        pending.append(pool.submit(fn, item, *args))
-        if len(pending) >= window:
-            break
-    while pending:
-        fut = pending.popleft()
-        nxt = next(it, None)
-        if nxt is not None:
-            pending.append(pool.submit(fn, nxt, *args))
-        yield fut.result()
-
-
 Embedder = Callable[[list[FoundFile]], Iterator[tuple[Decoded, "np.ndarray | None"]]]
 
 
-def embed_locally(pool: ProcessPoolExecutor | None, encoder, paths: Sequence[str], *,
+def crashed_decode(path: str) -> Decoded:
+    """The result for a file whose decoding killed the process (see indexer/workers.py)."""
+    try:
+        st = os.stat(path)
+        size, mtime = st.st_size, st.st_mtime  # unchanged files are not retried next run
+    except OSError:
+        size, mtime = 0, 0.0
+    return Decoded(path, size, mtime, None, skip_reason=CRASH_REASON)
+
+
+def embed_locally(pool: WorkerPool | None, encoder, paths: Sequence[str], *,
                   batch_size: int, max_pixels: int, window: int
                   ) -> Iterator[tuple[Decoded, np.ndarray | None]]:
     """Decode ``paths`` in ``pool`` and encode them in batches here.
@@ -119,7 +102,8 @@ def embed_locally(pool: ProcessPoolExecutor | None, encoder, paths: Sequence[str
     file has no vector and its ``skip_reason`` set. Pixel buffers are dropped
     once encoded, so memory stays at about ``window`` decoded images.
     """
-    decoded = _window_map(pool, decode_file, paths, window, encoder.preprocess, max_pixels)
+    decoded = window_map(pool, decode_file, paths, window, encoder.preprocess, max_pixels,
+                         on_crash=crashed_decode)
     yield from batch_encode(encoder, decoded, batch_size)
 
 
@@ -182,8 +166,7 @@ class IndexJob:
         self.library.load()
         pool = None
         if self.workers > 0:
-            pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"),
-                                       initializer=_ignore_sigint)
+            pool = WorkerPool(self.workers)
         try:
             self._encode_orphan_texts()
             found, states = self._scan(roots)
@@ -196,7 +179,7 @@ class IndexJob:
             log.warning("interrupted; committed work is kept, the rest resumes next run")
         finally:
             if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
+                pool.shutdown()
             self.progress(Progress("saving"))
             self.library.save()
         self.summary.seconds = time.monotonic() - t0
@@ -267,8 +250,9 @@ class IndexJob:
         if by_hash and new_files:
             self.progress(Progress("hashing", total=len(new_files)))
             window = max(16, self.workers * 8)
-            for i, (path, digest) in enumerate(_window_map(
-                    pool, hash_file, [f.path for f in new_files], window)):
+            for i, (path, digest) in enumerate(window_map(
+                    pool, hash_file, [f.path for f in new_files], window,
+                    on_crash=lambda p: (p, None))):
                 if digest and by_hash.get(digest):
                     moves.append((by_hash[digest].pop(), new_files[i]))
                 if i % 500 == 0:

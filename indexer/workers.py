@@ -1,0 +1,124 @@
+"""Decoder processes that survive a file that kills them.
+
+Image libraries are C code; a hostile or unlucky file can segfault or abort the
+process decoding it. In a plain ``ProcessPoolExecutor`` that breaks the pool:
+every task in flight fails with ``BrokenProcessPool`` and the job would stop.
+:class:`WorkerPool` starts a fresh pool instead, and :func:`window_map` re-runs
+the tasks that were in flight **one at a time**, so the file that kills a
+process alone is identified and reported through ``on_crash`` (the indexer
+skips it with its reason) while every other file is decoded normally.
+
+Each crash costs one pool start (~1 s for spawned processes importing numpy and
+Pillow); a run gives up after ``max_restarts`` in total, which only happens when
+something other than single files keeps killing the workers (e.g. the kernel's
+OOM killer), and then the error stops the job as before: committed work is kept.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import multiprocessing as mp
+import signal
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Callable, Iterable, Iterator
+
+log = logging.getLogger(__name__)
+
+CRASH_REASON = "decoder crashed: the process decoding this file died (e.g. a segfault in an " \
+               "image library)"
+MAX_RESTARTS = 100
+
+
+def _ignore_sigint() -> None:  # worker initializer: Ctrl-C is the parent's business
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class WorkerPool:
+    """A spawned process pool that can be replaced after a worker dies."""
+
+    def __init__(self, workers: int, *, max_restarts: int = MAX_RESTARTS):
+        self.workers = workers
+        self.max_restarts = max_restarts
+        self.restarts = 0
+        self._pool = self._start()
+
+    def _start(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"),
+                                   initializer=_ignore_sigint)
+
+    def submit(self, fn, *args) -> Future:
+        """Like ``Executor.submit``; on a broken pool the future carries the error."""
+        try:
+            return self._pool.submit(fn, *args)
+        except BrokenProcessPool as exc:
+            fut: Future = Future()
+            fut.set_exception(exc)
+            return fut
+
+    def restart(self) -> None:
+        """Replace a broken pool. Raises BrokenProcessPool after ``max_restarts``."""
+        self.restarts += 1
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self.restarts > self.max_restarts:
+            raise BrokenProcessPool(
+                f"decoder processes died {self.restarts} times in this run; giving up "
+                "(is the machine out of memory?)")
+        log.warning("a decoder process died; starting new ones (restart %d)", self.restarts)
+        self._pool = self._start()
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+_END = object()
+
+
+def window_map(pool: WorkerPool | None, fn: Callable, items: Iterable, window: int, *args,
+               on_crash: Callable | None = None) -> Iterator:
+    """Ordered ``fn(item, *args)`` over ``items`` with at most ``window`` tasks in flight.
+
+    Without a pool, runs in this process. When a worker dies, the pool is restarted
+    and the tasks that were in flight run again alone; one that still kills its
+    process yields ``on_crash(item)`` instead of a result (without ``on_crash`` the
+    ``BrokenProcessPool`` propagates)."""
+    if pool is None:
+        for it in items:
+            yield fn(it, *args)
+        return
+    pending: collections.deque[tuple[object, Future]] = collections.deque()
+    source = iter(items)
+
+    def fill() -> None:
+        while len(pending) < window:
+            nxt = next(source, _END)
+            if nxt is _END:
+                return
+            pending.append((nxt, pool.submit(fn, nxt, *args)))
+
+    fill()
+    while pending:
+        item, fut = pending.popleft()
+        try:
+            result = fut.result()
+        except BrokenProcessPool:
+            if on_crash is None:
+                raise
+            lost = [item] + [it for it, _ in pending]
+            pending.clear()
+            pool.restart()
+            for it in lost:
+                yield _alone(pool, fn, it, args, on_crash)
+            fill()
+            continue
+        fill()
+        yield result
+
+
+def _alone(pool: WorkerPool, fn, item, args, on_crash):
+    try:
+        return pool.submit(fn, item, *args).result()
+    except BrokenProcessPool:
+        pool.restart()
+        log.warning("skipping %s: %s", item, CRASH_REASON)
+        return on_crash(item)
