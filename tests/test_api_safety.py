@@ -375,3 +375,150 @@ def test_model_unavailable_is_503_not_500(tmp_path, make_settings):
     for url in ("/api/health", "/api/search?q=x", "/api/items/1"):
         _assert_json_error(client.get(url), 503)
     assert "no-such-model" in client.get("/api/health").get_json()["error"]
+
+
+# -- browser sessions (key exchanged for a cookie) -------------------------------------------------
+def _session_cookie(resp) -> str:
+    """The value of the session cookie set by ``resp`` (its Set-Cookie header parsed by hand)."""
+    from web.auth import SESSION_COOKIE
+
+    headers = [h for h in resp.headers.getlist("Set-Cookie")
+               if h.startswith(SESSION_COOKIE + "=")]
+    assert len(headers) == 1, resp.headers.getlist("Set-Cookie")
+    return headers[0].split(";", 1)[0].split("=", 1)[1]
+
+
+@pytest.fixture(scope="module")
+def private(make_app):
+    """An app whose reads need a key (or a session)."""
+    return make_app(search_requires_key=True)
+
+
+def _with_cookie(app, value: str):
+    from web.auth import SESSION_COOKIE
+
+    client = app.test_client()
+    client.set_cookie(SESSION_COOKIE, value)
+    return client
+
+
+def test_session_cookie_attributes_and_what_it_opens(private, indexed_library):
+    from web.auth import SESSION_COOKIE, SESSION_MAX_AGE
+
+    client = private.test_client()
+    resp = client.post("/api/session", headers=AUTH)
+    assert resp.status_code == 204 and not resp.data
+    assert resp.headers["Cache-Control"] == "no-store"
+    header = resp.headers["Set-Cookie"]
+    attrs = {a.strip().split("=")[0].lower(): a.strip() for a in header.split(";")[1:]}
+    assert {"httponly", "path", "samesite", "max-age"} <= set(attrs)
+    assert attrs["path"] == "Path=/" and attrs["samesite"] == "SameSite=Strict"
+    assert attrs["max-age"] == f"Max-Age={SESSION_MAX_AGE}"
+    assert "secure" not in attrs  # plain HTTP here; see the HTTPS test below
+    value = _session_cookie(resp)
+    assert API_KEY not in value and API_KEY.encode().hex() not in value
+    # The test client keeps the cookie: reads now work without the header...
+    assert client.get("/api/search?q=a red square").status_code == 200
+    item = indexed_library.ids[indexed_library.images[0].rel]
+    thumb = client.get(f"/api/items/{item}/thumbnail")
+    assert thumb.status_code == 200 and thumb.mimetype == "image/jpeg"
+    assert thumb.headers["Cache-Control"].startswith("private")
+    assert client.get(f"/api/items/{item}").status_code == 200
+    assert client.get(f"/api/items/{item}/similar").status_code == 200
+    assert client.post("/api/search/image", json={"item_id": item}).status_code == 200
+    state = client.get("/api/session").get_json()
+    assert state["active"] is True and state["key_required"] is True
+    assert state["expires_at"] > 0
+    # ...and a bad header still fails next to the valid cookie.
+    _assert_json_error(client.get("/api/search?q=x", headers={"Authorization": "Bearer no"}), 403)
+    _assert_json_error(client.get("/api/search?q=x", headers={"Authorization": "Basic x"}), 401)
+    assert client.get_cookie(SESSION_COOKIE) is not None
+
+
+def test_session_cookie_is_secure_over_https(private):
+    resp = private.test_client().post("/api/session", headers=AUTH,
+                                      base_url="https://clipsearch.example")
+    assert resp.status_code == 204
+    assert "secure" in [a.strip().lower() for a in resp.headers["Set-Cookie"].split(";")]
+
+
+@pytest.mark.parametrize("method, url, kw", WRITES)
+def test_session_cookie_never_authorises_a_write(private, method, url, kw):
+    client = private.test_client()
+    assert client.post("/api/session", headers=AUTH).status_code == 204
+    _assert_json_error(getattr(client, method)(url, **kw), 401)
+
+
+def test_session_needs_a_valid_key(private):
+    client = private.test_client()
+    for headers, status in (({}, 401), ({"Authorization": "Bearer wrong"}, 403),
+                            ({"Authorization": f"Basic {API_KEY}"}, 401)):
+        resp = client.post("/api/session", headers=headers)
+        _assert_json_error(resp, status)
+        assert "Set-Cookie" not in resp.headers
+    _assert_json_error(client.post(f"/api/session?key={API_KEY}"), 400)
+    _assert_json_error(client.get("/api/search?q=x"), 401)  # nothing was kept
+
+
+def test_expired_tampered_and_malformed_cookies_are_no_credentials(private):
+    import time
+
+    from web.auth import SESSION_MAX_AGE, session_token
+
+    now = int(time.time())
+    good = session_token(API_KEY, now + 600)
+    assert _with_cookie(private, good).get("/api/search?q=x").status_code == 200
+    mac = good.split(".")[1]
+    flipped = mac[:-1] + ("0" if mac[-1] != "0" else "1")
+    bad = [
+        session_token(API_KEY, now - 1),  # expired
+        session_token(API_KEY, now + SESSION_MAX_AGE + 3600),  # longer than any issued
+        f"{now + 600}.{flipped}",  # tampered mac
+        f"{now + 3600}.{mac}",  # mac of another expiry
+        session_token("not-the-key", now + 600),  # made with an unknown key
+        good.upper(), good + "0", "." + mac, f"{now + 600}.", "", "9" * 3000,
+        f"-{now + 600}.{mac}", f"{now + 600}.{mac}.{mac}",
+    ]
+    for value in bad:
+        client = _with_cookie(private, value)
+        _assert_json_error(client.get("/api/search?q=x"), 401)
+        assert client.get("/api/session").get_json()["active"] is False
+
+
+def test_removing_a_key_revokes_its_sessions(make_app):
+    first = make_app(search_requires_key=True, api_keys=(API_KEY, "other-key-42"))
+    resp = first.test_client().post("/api/session", headers=AUTH)
+    value = _session_cookie(resp)
+    assert _with_cookie(first, value).get("/api/search?q=x").status_code == 200
+    # Another app (think: another worker or a restart) with the same keys accepts it...
+    same = make_app(search_requires_key=True, api_keys=("other-key-42", API_KEY))
+    assert _with_cookie(same, value).get("/api/search?q=x").status_code == 200
+    # ...and one without that key does not.
+    rotated = make_app(search_requires_key=True, api_keys=("other-key-42",))
+    _assert_json_error(_with_cookie(rotated, value).get("/api/search?q=x"), 401)
+
+
+def test_delete_session_clears_the_cookie(private):
+    from web.auth import SESSION_COOKIE
+
+    client = private.test_client()
+    assert client.post("/api/session", headers=AUTH).status_code == 204
+    assert client.get("/api/search?q=x").status_code == 200
+    resp = client.delete("/api/session")  # no key needed
+    assert resp.status_code == 204
+    header = resp.headers["Set-Cookie"]
+    assert header.startswith(SESSION_COOKIE + "=;") and "Max-Age=0" in header
+    assert client.get_cookie(SESSION_COOKIE) is None
+    _assert_json_error(client.get("/api/search?q=x"), 401)
+    assert client.get("/api/session").get_json() == {"active": False, "expires_at": None,
+                                                     "key_required": True}
+
+
+def test_session_requests_are_rate_limited(make_app):
+    client = make_app(search_requires_key=True, rate_limit=2).test_client()
+    _assert_json_error(client.post("/api/session", headers={"Authorization": "Bearer a"}), 403)
+    _assert_json_error(client.post("/api/session", headers={"Authorization": "Bearer b"}), 403)
+    resp = client.post("/api/session", headers=AUTH)  # guesses spent the bucket
+    _assert_json_error(resp, 429)
+    assert "Set-Cookie" not in resp.headers
+    assert client.delete("/api/session").status_code == 204  # logging out always works

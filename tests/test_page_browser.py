@@ -11,6 +11,8 @@ captions) with the tiny open_clip config and random weights. Needs Debian's
 from __future__ import annotations
 
 import base64
+import contextlib
+import dataclasses
 import os
 import random
 import re
@@ -127,14 +129,14 @@ def library(tmp_path_factory, encoder):
     return {"settings": settings, "root": root, "pictures": pictures}
 
 
-@pytest.fixture(scope="module")
-def server(library):
-    """``web.create_app`` served by werkzeug on 127.0.0.1, on a free port, in a thread."""
+@contextlib.contextmanager
+def serving(settings):
+    """``web.create_app(settings)`` served by werkzeug on 127.0.0.1, on a free port, in a thread."""
     from werkzeug.serving import make_server
 
     from web import create_app
 
-    app = create_app(library["settings"])
+    app = create_app(settings)
     srv = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=srv.serve_forever, name="page-test-server", daemon=True)
     thread.start()
@@ -143,6 +145,25 @@ def server(library):
     finally:
         srv.shutdown()
         thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def server(library):
+    """The page's server with the default settings: searches need no key."""
+    with serving(library["settings"]) as url:
+        yield url
+
+
+PRIVATE_KEY = "page-test-key-5d1f9c"
+
+
+@pytest.fixture(scope="module")
+def private_server(library):
+    """Another server over the same library whose searches need ``PRIVATE_KEY``."""
+    settings = dataclasses.replace(library["settings"], search_requires_key=True,
+                                   api_keys=(PRIVATE_KEY,))
+    with serving(settings) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -493,3 +514,82 @@ def test_screenshot_with_results(page, tmp_path):
     if os.environ.get("CLIPSEARCH_SAVE_SCREENSHOT") == "1":
         os.makedirs(os.path.join(REPO, "docs"), exist_ok=True)
         shutil.copyfile(shot, os.path.join(REPO, "docs", "screenshot.png"))
+
+
+def test_private_server_asks_for_the_key_and_then_shows_thumbnails(browser, private_server):
+    # Cookies are per host, not per port: start and end without any.
+    browser.delete_all_cookies()
+    set_viewport(browser, 360, 740, mobile=True)
+    browser.get(private_server + "/")
+    wait(browser, lambda d: d.execute_script("return document.readyState") == "complete")
+    browser.get_log("browser")
+    key_form = browser.find_element(By.ID, "key-form")
+    message = browser.find_element(By.ID, "key-message")
+    box = browser.find_element(By.ID, "key-input")
+    try:
+        # The page asks the server (GET /api/session) and shows the form at once...
+        wait(browser, lambda d: key_form.is_displayed() and "API key" in status(d))
+        # ...and a search that answers 401 leads to it too.
+        q = browser.find_element(By.ID, "q")
+        q.send_keys("a red circle", Keys.ENTER)
+        wait(browser, lambda d: "API key" in status(d) and idle(d))
+        assert key_form.is_displayed() and result_count(browser) == 0
+        assert focused(browser) == "input#key-input"  # the next keystrokes go to the key
+        assert js(browser, "return document.documentElement.scrollWidth <= window.innerWidth")
+        assert key_form.rect["x"] >= 0 and key_form.rect["x"] + key_form.rect["width"] <= 360
+
+        press(browser, "not-the-key", Keys.ENTER)
+        wait(browser, lambda d: message.text == "The API key was refused.")
+        assert key_form.is_displayed() and result_count(browser) == 0
+
+        box.clear()
+        box.send_keys(PRIVATE_KEY, Keys.ENTER)
+        wait(browser, lambda d: not key_form.is_displayed())
+        wait_results(browser)  # the failed search ran again
+        wait_thumbnails_loaded(browser, 4)
+        assert browser.find_element(By.ID, "session-bar").is_displayed()
+        assert "red circle" in status(browser)
+        # The key is nowhere the page could leak it; the cookie is out of the script's reach.
+        assert PRIVATE_KEY not in browser.current_url
+        kept = js(browser, "return JSON.stringify([Object.entries(localStorage), "
+                           "Object.entries(sessionStorage), document.cookie])")
+        assert PRIVATE_KEY not in kept and "clipsearch_session" not in kept
+        cookie = browser.get_cookie("clipsearch_session")
+        assert cookie and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+        assert PRIVATE_KEY not in cookie["value"]
+
+        # A reload keeps the session (the page learns it from GET /api/session).
+        browser.refresh()
+        wait_results(browser)
+        wait(browser, lambda d: d.find_element(By.ID, "session-bar").is_displayed())
+        key_form = browser.find_element(By.ID, "key-form")
+        message = browser.find_element(By.ID, "key-message")
+        box = browser.find_element(By.ID, "key-input")
+        q = browser.find_element(By.ID, "q")
+        assert not key_form.is_displayed()
+
+        # A session that ends while the page is open (expiry): the next search asks again.
+        browser.delete_all_cookies()
+        q.clear()
+        q.send_keys("a blue square", Keys.ENTER)
+        wait(browser, lambda d: key_form.is_displayed() and idle(d))
+        assert "API key" in status(browser) and focused(browser) == "input#key-input"
+        assert not browser.find_element(By.ID, "session-bar").is_displayed()
+        assert message.text == "" and box.get_attribute("value") == ""
+        box.send_keys(PRIVATE_KEY, Keys.ENTER)
+        wait_results(browser)
+        wait_thumbnails_loaded(browser, 2)
+
+        # "Forget key" ends the session: results go, the form is back, the API says 401.
+        browser.find_element(By.ID, "key-forget").click()
+        wait(browser, lambda d: key_form.is_displayed() and result_count(d) == 0)
+        assert browser.get_cookie("clipsearch_session") is None
+        answer = browser.execute_async_script("""
+            const done = arguments[arguments.length - 1];
+            fetch('/api/search?q=x').then(r => done(r.status));""")
+        assert answer == 401
+        errors = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"
+                  and "/api/search" not in e["message"] and "/api/session" not in e["message"]]
+        assert not errors, f"browser console errors: {errors}"
+    finally:
+        browser.delete_all_cookies()

@@ -6,12 +6,13 @@ import json
 import os
 
 import numpy as np
-from flask import Blueprint, current_app, jsonify, request, send_file
+from flask import Blueprint, Response, current_app, jsonify, request, send_file
 
 from search.errors import BadRequest, Forbidden, NotFound, UnsupportedMedia
 from search.service import Term
 
-from .auth import rate_limited, requires_key
+from .auth import (check_key, end_session, rate_limited, request_session, requires_key,
+                   start_session)
 from .items import (drop_thumbnails, indexed_item, item_json, mime_type, resolve_file,
                     thumb_size, thumbnail)
 from .params import (FILTER_KEYS, MAX_TERMS, OPTION_KEYS, SearchOptions, check_keys, flat_args,
@@ -357,6 +358,43 @@ def texts_delete():
         svc.library.reload_if_changed()
         n = remove_texts(svc.library, source)
     return jsonify({"deleted": n, "source": source})
+
+
+# -- browser sessions ------------------------------------------------------------------
+def _no_content() -> Response:
+    resp = Response(status=204)
+    del resp.headers["Content-Type"]  # there is no body
+    resp.headers["Cache-Control"] = "no-store"  # it sets or clears a credential
+    return resp
+
+
+@bp.post("/session")
+@rate_limited  # before the key check: wrong guesses spend the client's tokens
+def session_start():
+    _args()
+    key = check_key(_rt().settings.api_keys)
+    resp = _no_content()
+    start_session(resp, key)
+    return resp
+
+
+@bp.delete("/session")
+def session_end():
+    _args()
+    resp = _no_content()
+    end_session(resp)
+    return resp
+
+
+@bp.get("/session")
+def session_state():
+    _args()
+    settings = _rt().settings
+    expires = request_session(settings.api_keys)
+    resp = jsonify({"active": expires is not None, "expires_at": expires,
+                    "key_required": settings.search_requires_key})
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
 
 
 # -- service -------------------------------------------------------------------------

@@ -1,9 +1,16 @@
-"""API keys and per-client rate limiting.
+"""API keys, browser sessions and per-client rate limiting.
 
 Keys travel only in ``Authorization: Bearer KEY``. A request carrying a key-like
 query parameter is refused outright (URLs end up in logs, histories and
 referrers). Keys are compared with :func:`hmac.compare_digest` against every
 configured key, and never logged or echoed.
+
+A browser page cannot put a header on ``<img src>``, so ``POST /api/session``
+exchanges a valid key for a session cookie that authorises *reads* only. The
+cookie is stateless: ``<expiry unix seconds>.<hex HMAC-SHA256>`` keyed with the
+SHA-256 of the API key that was given, so every worker process can check it
+without shared state or a new secret, it survives restarts, and removing a key
+from the configuration revokes its sessions. It does not contain the key.
 
 The rate limiter is a token bucket per client address, kept in this process:
 with N server workers a client may get up to N times the configured rate
@@ -14,8 +21,10 @@ from __future__ import annotations
 
 import collections
 import functools
+import hashlib
 import hmac
 import math
+import re
 import threading
 import time
 
@@ -27,6 +36,13 @@ from search.errors import BadRequest, Forbidden, RateLimited, Unauthorized
 KEY_PARAMS = frozenset({"key", "api_key", "apikey", "api-key", "token", "access_token",
                         "auth", "authorization", "bearer"})
 MAX_CLIENTS = 10_000  # buckets kept; the least recently seen are forgotten
+
+SESSION_COOKIE = "clipsearch_session"
+#: Lifetime of a session cookie in seconds. A module constant for now (a candidate for a
+#: setting); cookies claiming a later expiry than now + this are refused, so lowering it
+#: also shortens sessions already handed out.
+SESSION_MAX_AGE = 12 * 3600
+_SESSION_FORMAT = re.compile(r"([1-9]\d{0,11})\.([0-9a-f]{64})")
 
 
 def refuse_keys_in_query() -> None:
@@ -46,8 +62,12 @@ def _bearer() -> str | None:
     return value.strip()
 
 
-def check_key(keys: tuple[str, ...]) -> None:
-    """Raise Unauthorized without a key, Forbidden with a key that matches none of ``keys``."""
+def check_key(keys: tuple[str, ...]) -> str:
+    """The key of the ``Authorization: Bearer KEY`` header when it is one of ``keys``.
+
+    Raises Unauthorized without a key (or with a malformed header), Forbidden with a key
+    that matches none of ``keys``.
+    """
     given = _bearer()
     if given is None:
         raise Unauthorized("an API key is required: send Authorization: Bearer KEY")
@@ -57,11 +77,64 @@ def check_key(keys: tuple[str, ...]) -> None:
     if not any(matches):
         raise Forbidden("the API key is not valid" if keys
                         else "this server has no API keys configured; writes are disabled")
+    return given
+
+
+def _session_mac(key: str, expires: int) -> str:
+    secret = hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
+    return hmac.new(secret, f"clipsearch-session:{expires}".encode("ascii"),
+                    hashlib.sha256).hexdigest()
+
+
+def session_token(key: str, expires: int) -> str:
+    """The session cookie value for ``key``, valid until ``expires`` (unix seconds)."""
+    return f"{int(expires)}.{_session_mac(key, int(expires))}"
+
+
+def session_expiry(token: str | None, keys: tuple[str, ...], *,
+                   now: float | None = None) -> int | None:
+    """The expiry (unix seconds) of a valid session ``token`` made with one of ``keys``.
+
+    None for a missing, malformed, expired, tampered token, one whose key is no longer
+    configured, or one claiming to live longer than :data:`SESSION_MAX_AGE` from now.
+    """
+    match = _SESSION_FORMAT.fullmatch(token or "")
+    if match is None:
+        return None
+    expires = int(match.group(1))
+    now = time.time() if now is None else now
+    if not now < expires <= now + SESSION_MAX_AGE:
+        return None
+    given = match.group(2).encode("ascii")
+    # Check every key (no early exit), as check_key does.
+    matches = [hmac.compare_digest(given, _session_mac(k, expires).encode("ascii"))
+               for k in keys]
+    return expires if any(matches) else None
+
+
+def start_session(resp, key: str) -> int:
+    """Put a fresh session cookie for ``key`` on ``resp``; returns its expiry (unix seconds)."""
+    expires = int(time.time()) + SESSION_MAX_AGE
+    resp.set_cookie(SESSION_COOKIE, session_token(key, expires), max_age=SESSION_MAX_AGE,
+                    path="/", secure=request.is_secure, httponly=True, samesite="Strict")
+    return expires
+
+
+def end_session(resp) -> None:
+    """Make the browser drop its session cookie (nothing is kept server-side to revoke)."""
+    resp.delete_cookie(SESSION_COOKIE, path="/", secure=request.is_secure, httponly=True,
+                       samesite="Strict")
+
+
+def request_session(keys: tuple[str, ...]) -> int | None:
+    """The expiry of this request's valid session cookie, or None."""
+    return session_expiry(request.cookies.get(SESSION_COOKIE), keys)
 
 
 def requires_key(kind: str):
-    """Decorator for a view: ``kind="write"`` always needs a key; ``kind="read"`` only when
-    the server is configured with ``search_requires_key``."""
+    """Decorator for a view: ``kind="write"`` always needs a key in the header;
+    ``kind="read"`` needs the header or a session cookie, and only when the server is
+    configured with ``search_requires_key``."""
     if kind not in ("read", "write"):
         raise ValueError(kind)
 
@@ -69,8 +142,17 @@ def requires_key(kind: str):
         @functools.wraps(view)
         def inner(*args, **kwargs):
             settings = current_app.extensions["clipsearch"].settings
-            if kind == "write" or settings.search_requires_key:
+            if kind == "write":
+                # Only the header, never the cookie: a browser attaches cookies to requests
+                # other sites make it send, so a cookie must not authorise indexing, deletion
+                # or text changes (the CSRF guard; SameSite=Strict is the second one).
                 check_key(settings.api_keys)
+            elif settings.search_requires_key:
+                # A header, when sent, is judged on its own: a bad one fails even next to a
+                # valid cookie.
+                if ("Authorization" in request.headers
+                        or request_session(settings.api_keys) is None):
+                    check_key(settings.api_keys)
             return view(*args, **kwargs)
         return inner
     return wrap

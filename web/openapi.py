@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from search.service import MAX_K
 
+from .auth import SESSION_COOKIE, SESSION_MAX_AGE
 from .items import THUMB_SIZES
 from .params import FORMAT_ALIASES, MAX_OFFSET, MAX_TERMS
 
@@ -53,7 +54,8 @@ def _ok(schema_name: str, description: str, status: int = 200) -> dict:
                           "content": {"application/json": {"schema": _ref(schema_name)}}}}
 
 
-READ = [{}, {"bearerAuth": []}]  # open unless the server requires keys for reads
+# Open unless the server requires keys for reads; then the header or a session cookie.
+READ = [{}, {"bearerAuth": []}, {"cookieAuth": []}]
 WRITE = [{"bearerAuth": []}]
 SEARCH_ERRORS = (400, 401, 403, 404, 413, 415, 429, 503)
 
@@ -207,6 +209,14 @@ def _schemas() -> dict:
                         "rate": {"type": "number"}, "eta": _nullable({"type": "number"})}},
                     "summary": _nullable({"type": "object"}), "error": nstr,
                     "created_at": nstr, "updated_at": nstr}},
+        "Session": {"type": "object", "required": ["active", "expires_at", "key_required"],
+                    "properties": {
+                        "active": {"type": "boolean",
+                                   "description": "A valid session cookie was sent."},
+                        "expires_at": _nullable({"type": "integer", "description":
+                                                 "Its expiry, in Unix seconds."}),
+                        "key_required": {"type": "boolean", "description":
+                                         "Reads need a key or a session on this server."}}},
         "Health": {"type": "object", "required": ["status", "images", "texts", "model"],
                    "properties": {"status": {"type": "string", "enum": ["ok"]},
                                   "images": {"type": "integer"}, "texts": {"type": "integer"},
@@ -356,6 +366,7 @@ def _paths() -> dict:
                                "properties": {"deleted": {"type": "integer"},
                                               "source": {"type": "string"}}}}}},
                            **_errors(400, 401, 403, 409, 503)}}},
+        "/api/session": _session_paths(),
         "/api/health": {
             "get": {"operationId": "health", "summary": "Liveness, counts and model.",
                     "security": [{}],
@@ -365,6 +376,30 @@ def _paths() -> dict:
                     "responses": {"200": {"description": "OpenAPI 3.0 document.",
                                           "content": {"application/json": {
                                               "schema": {"type": "object"}}}}}}},
+    }
+
+
+def _session_paths() -> dict:
+    def cookie(what: str) -> dict:
+        return {"Set-Cookie": {"required": True, "description": what,
+                               "schema": {"type": "string"}}}
+    return {
+        "post": {"operationId": "startSession", "security": WRITE,
+                 "summary": "Exchange an API key for a session cookie (for browser pages).",
+                 "description": f"Sets `{SESSION_COOKIE}` (HttpOnly, SameSite=Strict, Path=/, "
+                                f"Secure over HTTPS, Max-Age={SESSION_MAX_AGE}). The cookie "
+                                "authorises reads only; writes always need the header.",
+                 "responses": {"204": {"description": "Session started.",
+                                       "headers": cookie("The session cookie.")},
+                               **_errors(400, 401, 403, 429)}},
+        "delete": {"operationId": "endSession", "security": [{}],
+                   "summary": "Clear the session cookie (no key needed).",
+                   "responses": {"204": {"description": "Cookie cleared.",
+                                         "headers": cookie("An expired, empty cookie.")},
+                                 **_errors(400)}},
+        "get": {"operationId": "getSession", "security": [{}],
+                "summary": "Whether this request carries a valid session cookie.",
+                "responses": {**_ok("Session", "The session state."), **_errors(400)}},
     }
 
 
@@ -379,9 +414,14 @@ def document() -> dict:
         "paths": _paths(),
         "components": {
             "schemas": _schemas(),
-            "securitySchemes": {"bearerAuth": {
-                "type": "http", "scheme": "bearer",
-                "description": "API key, only in the Authorization header. Writes always "
-                               "need one; reads only when the server requires it."}},
+            "securitySchemes": {
+                "bearerAuth": {
+                    "type": "http", "scheme": "bearer",
+                    "description": "API key, only in the Authorization header. Writes always "
+                                   "need one; reads only when the server requires it."},
+                "cookieAuth": {
+                    "type": "apiKey", "in": "cookie", "name": SESSION_COOKIE,
+                    "description": "Session cookie from POST /api/session; authorises "
+                                   "reads only, never writes."}},
         },
     }

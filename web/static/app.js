@@ -1,5 +1,7 @@
 // clipsearch search page. Plain ES2020, no dependencies, no inline handlers (CSP: script-src 'self').
-// Talks to the JSON API only: /api/search, /api/search/image, /api/items/ID, /api/items/ID/similar.
+// Talks to the JSON API only: /api/search, /api/search/image, /api/items/ID, /api/items/ID/similar,
+// and /api/session, which trades an API key for a session cookie on servers that require keys
+// for searching (the page never keeps the key: not in storage, not in the URL).
 "use strict";
 
 (() => {
@@ -16,6 +18,7 @@
     500: "The server failed to answer.",
     503: "The search service is not ready yet.",
   };
+  const KEY_NEEDED = "This server needs an API key for searching. Enter it below.";
 
   const $ = (id) => document.getElementById(id);
   const ui = {
@@ -43,6 +46,12 @@
     pSimilar: $("preview-similar"),
     pTexts: $("preview-texts"),
     pStatus: $("preview-status"),
+    keyForm: $("key-form"),
+    keyInput: $("key-input"),
+    keySubmit: $("key-submit"),
+    keyMessage: $("key-message"),
+    sessionBar: $("session-bar"),
+    keyForget: $("key-forget"),
   };
 
   // query: {kind: "text", q} | {kind: "image", blob, name} | {kind: "item", id, name, thumb}
@@ -69,7 +78,7 @@
   async function api(url, options = {}) {
     let res;
     try {
-      res = await fetch(url, { ...options, headers: { Accept: "application/json" } });
+      res = await fetch(url, { ...options, headers: { Accept: "application/json", ...options.headers } });
     } catch (err) {
       if (err.name === "AbortError") throw err;
       throw new ApiError("The server could not be reached. Is it running?", 0);
@@ -89,6 +98,7 @@
       if (res.status === 429 && retry) message += ` Try again in ${retry} s.`;
       throw new ApiError(message, res.status);
     }
+    if (res.status === 204) return null;
     if (body === null) throw new ApiError("The server sent an answer this page cannot read.", res.status);
     return body;
   }
@@ -157,7 +167,12 @@
       if (!append) clearResults();
       state.hasMore = false;
       ui.more.hidden = true;
-      setStatus(err.message, true);
+      if (err.status === 401) {
+        setStatus(KEY_NEEDED, true);
+        askForKey({ focus: true });
+      } else {
+        setStatus(err.message, true);
+      }
     } finally {
       if (seq === state.seq) {
         state.loading = false;
@@ -218,7 +233,7 @@
   }
 
   function startItemSearch(hit, { focusResults = true } = {}) {
-    state.query = { kind: "item", id: hit.id, name: displayName(hit) };
+    state.query = { kind: "item", id: hit.id, name: displayName(hit), thumb: hit.thumbnail_url || null };
     ui.q.value = "";
     showExample(hit.thumbnail_url || null, `Images like ${displayName(hit)}`, false);
     remember({ like: String(hit.id) });
@@ -441,8 +456,9 @@
       ui.pStatus.textContent = texts.length ? "" : "No texts are indexed yet, so there are no captions to show.";
     } catch (err) {
       if (seq !== state.preview.seq) return;
-      ui.pStatus.textContent = err.message;
+      ui.pStatus.textContent = err.status === 401 ? "An API key is needed: close this preview and enter it." : err.message;
       ui.pStatus.classList.add("error");
+      if (err.status === 401) askForKey({ focus: false });
     }
   }
 
@@ -450,7 +466,94 @@
     if (ui.dialog.open) ui.dialog.close();
   }
 
+  // ---- API key session -------------------------------------------------------------------
+  // Thumbnails are plain <img> elements, which cannot send an Authorization header; the server
+  // therefore trades the key for an HttpOnly cookie that the browser sends with every read.
+  function askForKey({ focus }) {
+    ui.sessionBar.hidden = true;
+    ui.keyForm.hidden = false;
+    if (focus && !ui.dialog.open) ui.keyInput.focus();
+  }
+
+  function keyMessage(text) {
+    ui.keyMessage.textContent = text;
+  }
+
+  async function unlock(event) {
+    event.preventDefault();
+    const key = ui.keyInput.value.trim();
+    if (!key) {
+      keyMessage("Enter the API key first.");
+      ui.keyInput.focus();
+      return;
+    }
+    // fetch() cannot put other characters in a header; such a key cannot be a valid one here.
+    if (/[^\x20-\x7e\xa0-\xff]/.test(key)) {
+      keyMessage("The API key was refused.");
+      ui.keyInput.select();
+      return;
+    }
+    keyMessage("");
+    ui.keySubmit.disabled = true;
+    try {
+      await api("/api/session", { method: "POST", headers: { Authorization: `Bearer ${key}` } });
+    } catch (err) {
+      keyMessage(err.status === 403 ? "The API key was refused."
+        : err.status === 401 ? "Enter the API key first." : err.message);
+      ui.keyInput.select();
+      ui.keyInput.focus();
+      return;
+    } finally {
+      ui.keySubmit.disabled = false;
+    }
+    ui.keyInput.value = "";
+    ui.keyForm.hidden = true;
+    ui.sessionBar.hidden = false;
+    if (!state.query) {
+      setStatus("Unlocked. Type a description, or drop or paste an image anywhere on the page.");
+      ui.q.focus();
+      return;
+    }
+    if (state.query.kind === "item" && state.query.thumb) ui.exampleImg.src = state.query.thumb;
+    ui.results.focus({ preventScroll: true });
+    runSearch(); // the search that needed the key
+  }
+
+  async function forgetKey() {
+    if (state.controller) state.controller.abort();
+    try {
+      await api("/api/session", { method: "DELETE" });
+    } catch (err) {
+      setStatus(err.message, true);
+      return;
+    }
+    clearResults();
+    ui.more.hidden = true;
+    state.hasMore = false;
+    setStatus("The key was forgotten in this browser. Enter it again to search.");
+    askForKey({ focus: true });
+  }
+
+  // On load: say at once when the server needs a key, and offer "forget" for a live session.
+  async function checkSession() {
+    let session;
+    try {
+      session = await api("/api/session");
+    } catch (err) {
+      return; // a failed search will still ask for the key when one is needed
+    }
+    if (!session.key_required) return; // an open server: nothing to unlock or forget
+    if (session.active) {
+      if (ui.keyForm.hidden) ui.sessionBar.hidden = false;
+    } else {
+      if (!state.query) setStatus(KEY_NEEDED);
+      askForKey({ focus: false });
+    }
+  }
+
   // ---- events ---------------------------------------------------------------------------
+  ui.keyForm.addEventListener("submit", unlock);
+  ui.keyForget.addEventListener("click", forgetKey);
   ui.form.addEventListener("submit", (event) => {
     event.preventDefault();
     startTextSearch(ui.q.value);
@@ -545,4 +648,5 @@
     startItemSearch({ id, name: `item ${id}`, thumbnail_url: `/api/items/${id}/thumbnail` }, { focusResults: false });
   }
   if (!initial.get("like")) ui.q.focus();
+  checkSession();
 })();
