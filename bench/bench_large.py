@@ -44,8 +44,8 @@ import faiss  # noqa: E402
 
 from bench_search import latent_unit_vectors  # noqa: E402
 from search.index_large import LargeIndex  # noqa: E402
-from search.large_base import (Base, BaseWriter, LargeParams, large_nlist,  # noqa: E402
-                               train_ivfpq, train_sample_size)
+from search.large_base import (Base, BaseWriter, LargeParams, choose_layout,  # noqa: E402
+                               large_nlist, train_ivfpq, train_sample_size, train_scan)
 from search.vectors import random_unit_vectors  # noqa: E402
 
 K = 10
@@ -88,6 +88,7 @@ def build(args) -> dict:
     faiss.omp_set_num_threads(args.threads)
     os.makedirs(args.workdir, exist_ok=True)
     p = LargeParams.from_kwargs({"opq": args.opq, "vector_dtype": args.vector_dtype,
+                                 "layout": args.layout,
                                  **({"nlist": args.nlist} if args.nlist else {})})
     nlist = p.nlist or large_nlist(args.n)
     queries = make(args.queries, args.seed * 100_003 + 1, args)
@@ -109,11 +110,18 @@ def build(args) -> dict:
     del parts
     gen_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    trained = train_ivfpq(args.dim, sample, nlist, p)
+    # The same steps as LargeIndex.build: IVF-PQ, then the layout test on the sample.
+    trained = train_ivfpq(args.dim, sample, nlist, p) if p.layout != "scan" else None
+    layout = "scan" if trained is None else \
+        choose_layout(trained, sample, p.nprobe or max(1, nlist // 16), p)
+    if layout == "scan":
+        trained = train_scan(args.dim, sample, p)
+    row["layout"] = layout
     row["train_s"] = round(time.perf_counter() - t0, 1)
     row["train_vectors"] = int(sample.shape[0])
     del sample
-    print(f"trained nlist={nlist} on {size} vectors in {row['train_s']}s", flush=True)
+    print(f"trained {layout} layout (nlist={nlist}) on {size} vectors in {row['train_s']}s",
+          flush=True)
 
     D = np.full((args.queries, K), -np.inf, dtype=np.float32)
     I = np.full((args.queries, K), -1, dtype=np.int64)
@@ -184,8 +192,17 @@ def serve(args) -> dict:
     out["load_s"] = round(time.perf_counter() - t0, 2)
     out["after_load"] = status()
     index.rerank = args.rerank
-    sweep = [int(v) for v in args.nprobe.split(",")]
-    index.nprobe = sweep[len(sweep) // 2]
+    scan = index.base.layout == "scan"
+    knob = "scan_candidates" if scan else "nprobe"   # what the sweep varies
+
+    def set_knob(value: int) -> None:
+        if scan:
+            index.params.scan_candidates = value
+        else:
+            index.nprobe = value
+
+    sweep = [int(v) for v in (args.scan_candidates if scan else args.nprobe).split(",")]
+    set_knob(sweep[len(sweep) // 2])
 
     def latency(qs):
         faiss.omp_set_num_threads(1)
@@ -201,7 +218,7 @@ def serve(args) -> dict:
     # Cold: the first queries after start, index files evicted from the page cache (the
     # list file is being read back by LargeIndex.load's background warm-up meanwhile).
     cold = fresh[:args.cold_queries]
-    out["cold"] = {"nprobe": index.nprobe, "queries": len(cold)}
+    out["cold"] = {knob: sweep[len(sweep) // 2], "queries": len(cold)}
     out["cold"]["p50_ms"], out["cold"]["p99_ms"] = latency(cold)
     out["after_cold"] = status()
     # Warm: read the vector file once into the page cache (read() into one small buffer:
@@ -214,14 +231,14 @@ def serve(args) -> dict:
     os.close(fd)
     out["warm_read_s"] = round(time.perf_counter() - t0, 1)
     out["rows"] = []
-    for nprobe in sweep:
-        index.nprobe = nprobe
+    for value in sweep:
+        set_knob(value)
         t0 = time.perf_counter()
         _, found = index.search(queries, K)
         batch_s = time.perf_counter() - t0
         hits = [np.intersect1d(f, t).size for f, t in zip(found, truth)]
         p50, p99 = latency(fresh)
-        r = {"nprobe": nprobe, "rerank": index.rerank,
+        r = {knob: value, "rerank": index.rerank,
              "recall@10": round(float(np.mean(hits)) / K, 4),
              "batch_qps": round(len(queries) / batch_s, 1), "p50_ms": p50, "p99_ms": p99,
              **status()}
@@ -232,10 +249,11 @@ def serve(args) -> dict:
 
 
 def markdown(build_row: dict, served: dict) -> str:
-    lines = ["| nprobe | rerank | recall@10 | p50 ms | p99 ms | batch q/s | VmRSS MiB "
+    knob = "scan_candidates" if build_row.get("layout") == "scan" else "nprobe"
+    lines = [f"| {knob} | rerank | recall@10 | p50 ms | p99 ms | batch q/s | VmRSS MiB "
              "| VmHWM MiB |", "|---|---|---|---|---|---|---|---|"]
     for r in served["rows"]:
-        lines.append(f"| {r['nprobe']} | {r['rerank']} | {r['recall@10']} | {r['p50_ms']} | "
+        lines.append(f"| {r[knob]} | {r['rerank']} | {r['recall@10']} | {r['p50_ms']} | "
                      f"{r['p99_ms']} | {r['batch_qps']} | {r['VmRSS_mb']} | {r['VmHWM_mb']} |")
     return "\n".join(lines)
 
@@ -252,6 +270,9 @@ def main(argv=None) -> None:
     parser.add_argument("--nlist", type=int, default=None)
     parser.add_argument("--nprobe", default="64,128,256,512", help="comma-separated sweep")
     parser.add_argument("--rerank", type=int, default=1000)
+    parser.add_argument("--layout", choices=["auto", "ivf", "scan"], default="auto")
+    parser.add_argument("--scan-candidates", default="5000,10000,20000",
+                        help="comma-separated sweep, scan layout")
     parser.add_argument("--opq", action="store_true")
     parser.add_argument("--vector-dtype", choices=["float16", "float32"], default="float16")
     parser.add_argument("--threads", type=int, default=2)
@@ -282,7 +303,7 @@ def main(argv=None) -> None:
     print(json.dumps({k: v for k, v in row.items()}, indent=None))
     print(f"serving process: load {served['load_s']}s, after load {served['after_load']}, "
           f"cold p50/p99 {served['cold']['p50_ms']}/{served['cold']['p99_ms']} ms "
-          f"(nprobe={served['cold']['nprobe']}, {served['cold']['queries']} queries), "
+          f"({served['cold']}), "
           f"vector file read into the page cache in {served['warm_read_s']}s, "
           f"end {served['end']}")
     print(markdown(row, served))

@@ -46,8 +46,9 @@ from .index import _RWLock
 from .index_file import (_fsync_dir, _sha256, _write_json_atomic, json_meta, sidecar_path,
                          write_faiss_atomic)
 from .index_kinds import load_faiss, new_flat
-from .large_base import (MANIFEST, Base, BaseWriter, LargeParams, generation_dirs, large_nlist,
-                         min_train_vectors, train_ivfpq, train_sample_size)
+from .large_base import (MANIFEST, Base, BaseWriter, LargeParams, choose_layout,
+                         generation_dirs, large_nlist, min_train_vectors, train_ivfpq,
+                         train_sample_size, train_scan)
 from .vectors import as_ids, as_matrix, check_unit_norm, search_arguments
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,13 @@ class LargeIndex:
         x = as_matrix(sample, dim, name="sample")
         check_unit_norm(x, name="sample")
         nlist = p.nlist or large_nlist(n or x.shape[0])
-        trained = train_ivfpq(dim, x, nlist, p)
+        trained = None
+        if p.layout != "scan":
+            trained = train_ivfpq(dim, x, nlist, p)
+        layout = "scan" if trained is None else \
+            choose_layout(trained, x, p.nprobe or max(1, nlist // 16), p)
+        if layout == "scan":
+            trained = train_scan(dim, x, p)
         started = time.perf_counter()
         with BaseWriter(root, trained, p) as writer:
             for ids, vectors in chunks:
@@ -331,6 +338,8 @@ class LargeIndex:
         if allowed is not None and \
                 allowed.size <= max(self.params.exact_subset, self.params.rerank):
             return self._exact_subset(q, k, allowed)
+        if self.base.layout == "scan":
+            return self._search_scan(q, k, allowed, hidden, eligible)
         faiss = load_faiss()
         keep = []
         if allowed is not None:
@@ -356,6 +365,33 @@ class LargeIndex:
             if not short.any() or nprobe >= nlist:
                 break
             rows, nprobe = rows[short], min(nlist, nprobe * 4)
+        return self._rerank(q, k, candidates)
+
+    def _search_scan(self, q, k, allowed, hidden, eligible):
+        """The scan layout has no selectors: drop ineligible candidate rows afterwards, and
+        ask again x4 deeper for query rows left short (up to the whole base)."""
+        want = min(k, eligible)
+        depth = max(k, self.params.rerank)
+        # As with nprobe on IVF: look as deep as an unfiltered search would among eligible rows.
+        depth = min(self.base.n, math.ceil(depth * self.base.n / eligible))
+        candidates = np.full((q.shape[0], max(k, self.params.rerank)), -1, dtype=np.int64)
+        todo = np.arange(q.shape[0])
+        while todo.size:
+            scan = max(self.params.scan_candidates, depth)
+            _, found = self.base.scan(q[todo], depth, min(self.base.n, scan))
+            ok = found >= 0
+            if allowed is not None:
+                ok &= np.isin(found, allowed)
+            elif hidden is not None and hidden.size:
+                ok &= ~np.isin(found, hidden)
+            short = []
+            for j, row in enumerate(todo):
+                keep = found[j][ok[j]][:candidates.shape[1]]
+                candidates[row] = -1
+                candidates[row, :keep.size] = keep
+                if keep.size < want and depth < self.base.n:
+                    short.append(j)
+            todo, depth = todo[short], min(self.base.n, depth * 4)
         return self._rerank(q, k, candidates)
 
     def _rerank(self, q, k, candidates):

@@ -24,6 +24,22 @@ Layout of one generation, ``DATA_DIR/index/<table>.faiss.ondisk/gen-<time ns>-<r
                    files (``ivfpq.faiss``, ``ids.npy``). The big files are checked by size
                    only: hashing 10 GB on every start would cost minutes.
 
+A base has one of two **layouts**, recorded in its manifest:
+
+``ivf``   (above) IVF-PQ lists on disk: a query reads ``nprobe`` lists. Fast when the
+          vectors have neighbourhood structure (real embeddings do).
+``scan``  ``scan.faiss``: every vector's 4-bit fast-scan PQ code (dim/8 bytes) and an
+          8-bit PQ code (dim/4 bytes), both in memory (FAISS ``IndexRefine``); a query
+          scans all fast-scan codes for its top ``scan_candidates``, re-scores those with
+          the finer codes down to ``rerank``, then exactly from ``vectors.f16``. Costs
+          ~0.2 KB of RAM a vector at d=512 and a full scan per query, but does not depend
+          on the data having clusters: on uniform random vectors, where IVF lists cannot
+          localise neighbours, it is the layout that reaches usable recall
+          (docs/benchmarks.md, "Large collections").
+``auto`` (the default) trains the IVF quantizer, measures on the training sample how many
+true neighbours fall in a query's ``nprobe`` lists (:func:`ivf_coverage`), and builds
+``scan`` when that share is below :data:`MIN_IVF_COVERAGE`.
+
 Building (:class:`BaseWriter`): train once on a sample (:func:`train_ivfpq`), then each
 shard of ``shard_size`` vectors is added to a copy of the trained empty index and written
 to ``shard-NNNNN.faiss``; :meth:`BaseWriter.finish` merges the shards' lists into
@@ -56,6 +72,10 @@ FORMAT = "clipsearch-ondisk-base"
 FORMAT_VERSION = 1
 INDEX_FILE, LISTS_FILE, IDS_FILE, MANIFEST = "ivfpq.faiss", "lists.ivfdata", "ids.npy", \
     "manifest.json"
+SCAN_FILE = "scan.faiss"
+LAYOUTS = ("auto", "ivf", "scan")
+MIN_IVF_COVERAGE = 0.6   # below: neighbours scatter over the lists; scan instead
+COVERAGE_QUERIES = 200
 VECTOR_FILES = {"float16": "vectors.f16", "float32": "vectors.f32"}
 SHARD_SIZE = 262_144          # vectors per shard: 1 GiB of float32 at d=512 while adding
 _ADD_CHUNK = 65_536
@@ -78,6 +98,8 @@ class LargeParams:
     prefetch_threads: int = 0     # FAISS OnDisk list prefetch threads per search call
     exact_subset: int = 20_000    # allowed_ids sets up to this size are scored exactly
     seed: int = 1234
+    layout: str = "auto"          # ivf, scan, or auto (see the module docstring)
+    scan_candidates: int = 10_000  # scan layout: fast-scan candidates per query
 
     @classmethod
     def from_kwargs(cls, params: dict) -> "LargeParams":
@@ -90,8 +112,10 @@ class LargeParams:
             value = getattr(out, name)
             if value is not None and (not _is_int(value) or value < 1):
                 raise BadRequest(f"{name} must be a positive integer, got {value!r}")
+        if out.layout not in LAYOUTS:
+            raise BadRequest(f"layout must be one of {', '.join(LAYOUTS)}, got {out.layout!r}")
         for name in ("rerank", "pq_nbits", "opq_iterations", "train_per_list", "shard_size",
-                     "exact_subset"):
+                     "exact_subset", "scan_candidates"):
             value = getattr(out, name)
             if not _is_int(value) or value < 1:
                 raise BadRequest(f"{name} must be a positive integer, got {value!r}")
@@ -163,6 +187,69 @@ def train_ivfpq(dim: int, sample: np.ndarray, nlist: int, p: LargeParams):
     return index
 
 
+def ivf_coverage(trained, sample: np.ndarray, nprobe: int, *, queries: int = COVERAGE_QUERIES,
+                 seed: int = 0) -> float:
+    """Share of true top-10 neighbours that lie in a query's ``nprobe`` nearest lists.
+
+    Measured within ``sample`` ((s, dim) float32 unit rows): ``queries`` rows of it are the
+    queries, the others the collection. Near 1 for clustered data; for uniform random
+    vectors in high dimension it stays low at any useful ``nprobe`` (lists do not localise
+    neighbours), which is when the ``scan`` layout pays off."""
+    faiss = load_faiss()
+    ivf = faiss.extract_index_ivf(trained)
+    pre = faiss.downcast_index(trained)
+    x = pre.apply(sample) if isinstance(pre, faiss.IndexPreTransform) else sample
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    rng = np.random.default_rng(seed)
+    m = min(queries, x.shape[0] // 10)
+    if m < 1:
+        return 1.0
+    pick = rng.choice(x.shape[0], size=m, replace=False)
+    rest = np.setdiff1d(np.arange(x.shape[0]), pick)
+    _, owner = ivf.quantizer.search(x[rest], 1)
+    _, probed = ivf.quantizer.search(x[pick], int(min(nprobe, ivf.nlist)))
+    hits = 0
+    for at in range(0, m, 50):               # (50, s) score blocks: bounded memory
+        scores = x[pick[at:at + 50]] @ x[rest].T
+        top = np.argpartition(-scores, 10, axis=1)[:, :10]
+        for j, cols in enumerate(top):
+            hits += int(np.isin(owner[cols, 0], probed[at + j]).sum())
+    return hits / (10 * m)
+
+
+def train_scan(dim: int, sample: np.ndarray, p: LargeParams):
+    """A trained, empty ``scan`` layout index for (s, dim) float32 ``sample``: 4-bit fast-scan
+    PQ with dim/4 sub-quantizers, refined by 8-bit PQ of the same split (FAISS
+    ``IndexRefine``, which owns both). Raises BadRequest for a dim not divisible by 4 or
+    too small a sample."""
+    faiss = load_faiss()
+    if dim % 4:
+        raise BadRequest(f"the scan layout needs a dimension divisible by 4, got {dim}")
+    need = MIN_POINTS_PER_LIST * 256
+    if sample.shape[0] < need:
+        raise BadRequest(f"{sample.shape[0]} training vectors for the scan layout: need "
+                         f"at least {need}")
+    m = dim // 4
+    index = faiss.index_factory(dim, f"PQ{m}x4fs,Refine(PQ{m}x8)", faiss.METRIC_INNER_PRODUCT)
+    started = time.perf_counter()
+    index.train(np.ascontiguousarray(sample, dtype=np.float32))
+    log.info("trained the scan layout (%d x 4-bit + %d x 8-bit PQ) on %d vectors in %.1fs",
+             m, m, sample.shape[0], time.perf_counter() - started)
+    return index
+
+
+def choose_layout(trained_ivf, sample: np.ndarray, nprobe: int, p: LargeParams) -> str:
+    """``p.layout`` unless "auto"; then "scan" when :func:`ivf_coverage` of the trained
+    IVF at ``nprobe`` is below :data:`MIN_IVF_COVERAGE`, else "ivf"."""
+    if p.layout != "auto":
+        return p.layout
+    coverage = ivf_coverage(trained_ivf, sample, nprobe, seed=p.seed)
+    layout = "scan" if coverage < MIN_IVF_COVERAGE else "ivf"
+    log.info("ondisk layout: %s (%.0f%% of sample neighbours in a query's %d nearest lists)",
+             layout, 100 * coverage, nprobe)
+    return layout
+
+
 # ---------------------------------------------------------------------- writing
 class BaseWriter:
     """Writes one base generation under ``root``: ``add`` chunks, then ``finish``.
@@ -178,9 +265,14 @@ class BaseWriter:
         # Names sort by creation time (ns), which is how stale generations are told apart.
         self.directory = tempfile.mkdtemp(prefix=f"gen-{time.time_ns():020d}-", dir=root)
         self.dim = int(trained.d)
-        self.nlist = int(faiss.extract_index_ivf(trained).nlist)
+        # scan layout: one in-memory IndexRefine that every shard is added to (row numbers
+        # are FAISS's sequential ids); ivf layout: shards written apart, merged at the end.
+        self.layout = "scan" if isinstance(faiss.downcast_index(trained), faiss.IndexRefine) \
+            else "ivf"
+        self.nlist = 0 if self.layout == "scan" else int(faiss.extract_index_ivf(trained).nlist)
         self.params = p
-        self._trained = faiss.serialize_index(trained)
+        self._scan = trained if self.layout == "scan" else None
+        self._trained = None if self._scan is not None else faiss.serialize_index(trained)
         self._dtype = np.dtype(p.vector_dtype)
         self._vectors = open(os.path.join(self.directory, VECTOR_FILES[p.vector_dtype]), "wb")
         self._ids: list[np.ndarray] = []
@@ -220,6 +312,16 @@ class BaseWriter:
         x = np.concatenate([v for _, v in self._pending])
         self._pending, self._pending_rows = [], 0
         started = time.perf_counter()
+        if self._scan is not None:
+            for start in range(0, ids.size, _ADD_CHUNK):
+                self._scan.add(x[start:start + _ADD_CHUNK])
+            self._shards.append("")       # counted only: nothing to merge
+            self._vectors.write(x.astype(self._dtype).tobytes())
+            self._ids.append(ids)
+            self.n += ids.size
+            log.info("scan layout: %d vectors encoded in %.1fs (%d so far)", ids.size,
+                     time.perf_counter() - started, self.n)
+            return
         shard = faiss.deserialize_index(self._trained)
         rows = np.arange(self.n, self.n + ids.size, dtype=np.int64)   # the lists hold rows
         for start in range(0, ids.size, _ADD_CHUNK):
@@ -249,6 +351,46 @@ class BaseWriter:
         if np.unique(ids).size != ids.size:
             raise BadRequest("ids of an ondisk base must be unique")
         started = time.perf_counter()
+        if self._scan is not None:
+            index_files = self._finish_scan(ids)
+        else:
+            index_files = self._finish_ivf(ids)
+        np.save(os.path.join(self.directory, IDS_FILE), ids)
+        _fsync(os.path.join(self.directory, IDS_FILE))
+        p = self.params
+        manifest = {
+            "format": FORMAT, "version": FORMAT_VERSION, "n": int(ids.size), "dim": self.dim,
+            "layout": self.layout, "nlist": self.nlist,
+            "vector_dtype": p.vector_dtype, "opq": bool(p.opq), "list_ids": "rows",
+            "faiss_version": getattr(faiss, "__version__", "unknown"),
+            "files": {name: os.path.getsize(os.path.join(self.directory, name))
+                      for name in (*index_files, IDS_FILE, VECTOR_FILES[p.vector_dtype])},
+            # the scan file holds every code (GBs): checked by size, like the vectors
+            "sha256": {name: _sha256(os.path.join(self.directory, name))
+                       for name in (index_files[0], IDS_FILE) if name != SCAN_FILE},
+        }
+        with open(os.path.join(self.directory, MANIFEST), "w", encoding="utf-8") as fh:
+            json.dump(manifest, fh, indent=1)
+            fh.flush()
+            os.fsync(fh.fileno())
+        _fsync_dir(self.directory)
+        log.info("ondisk base (%s) of %d vectors finished from %d shards in %.1fs: %s",
+                 self.layout, ids.size, len(self._shards), time.perf_counter() - started,
+                 self.directory)
+        return self.directory
+
+    def _finish_scan(self, ids: np.ndarray) -> tuple[str, ...]:
+        faiss = load_faiss()
+        if self._scan.ntotal != ids.size:
+            raise IndexMismatch(f"scan index holds {self._scan.ntotal} codes for {ids.size} ids")
+        path = os.path.join(self.directory, SCAN_FILE)
+        faiss.write_index(self._scan, path)
+        _fsync(path)
+        self._scan = None
+        return (SCAN_FILE,)
+
+    def _finish_ivf(self, ids: np.ndarray) -> tuple[str, ...]:
+        faiss = load_faiss()
         index = faiss.deserialize_index(self._trained)
         ivf = faiss.extract_index_ivf(index)
         shards = [faiss.read_index(path, faiss.IO_FLAG_MMAP) for path in self._shards]
@@ -270,29 +412,9 @@ class BaseWriter:
         del index, ivf, merged             # unmaps lists.ivfdata (written through the map)
         _fsync(lists_path)
         _fsync(index_path)
-        np.save(os.path.join(self.directory, IDS_FILE), ids)
-        _fsync(os.path.join(self.directory, IDS_FILE))
         for path in self._shards:
             os.unlink(path)
-        p = self.params
-        manifest = {
-            "format": FORMAT, "version": FORMAT_VERSION, "n": int(ids.size), "dim": self.dim,
-            "nlist": self.nlist,
-            "vector_dtype": p.vector_dtype, "opq": bool(p.opq), "list_ids": "rows",
-            "faiss_version": getattr(faiss, "__version__", "unknown"),
-            "files": {name: os.path.getsize(os.path.join(self.directory, name))
-                      for name in (INDEX_FILE, LISTS_FILE, IDS_FILE, VECTOR_FILES[p.vector_dtype])},
-            "sha256": {name: _sha256(os.path.join(self.directory, name))
-                       for name in (INDEX_FILE, IDS_FILE)},
-        }
-        with open(os.path.join(self.directory, MANIFEST), "w", encoding="utf-8") as fh:
-            json.dump(manifest, fh, indent=1)
-            fh.flush()
-            os.fsync(fh.fileno())
-        _fsync_dir(self.directory)
-        log.info("ondisk base of %d vectors merged from %d shards in %.1fs: %s", ids.size,
-                 len(self._shards), time.perf_counter() - started, self.directory)
-        return self.directory
+        return (INDEX_FILE, LISTS_FILE)
 
     def abort(self) -> None:
         """Drop the half-written generation."""
@@ -346,7 +468,6 @@ class Base:
     def __init__(self, directory: str):
         """Open ``directory``. Raises NotFound if it does not exist, IndexMismatch if a file
         is missing, truncated, or disagrees with the manifest."""
-        faiss = load_faiss()
         self.directory = os.path.abspath(directory)
         if not os.path.isdir(self.directory):
             raise NotFound(f"no ondisk base at {self.directory}")
@@ -369,6 +490,26 @@ class Base:
             raise IndexMismatch(f"ondisk base {self.directory} is incomplete or damaged: {exc}; "
                                 "rebuild the index") from None
         self.manifest = manifest
+        self.layout = str(manifest.get("layout", "ivf"))
+        if self.layout == "scan":
+            self._open_scan()
+        else:
+            self._open_ivf()
+        self.ids = np.load(os.path.join(self.directory, IDS_FILE))
+        if self.ids.shape != (self.n,) or self.ids.dtype != np.int64:
+            raise IndexMismatch(f"ondisk base {self.directory}: ids.npy has shape "
+                                f"{self.ids.shape}, expected ({self.n},) int64")
+        # id -> row: ids written in id order (what Store.iter_vectors yields) need no map.
+        if self.n < 2 or bool(np.all(self.ids[1:] > self.ids[:-1])):
+            self._keys, self._rows = self.ids, None
+        else:
+            self._rows = np.argsort(self.ids, kind="stable")
+            self._keys = self.ids[self._rows]
+        self.vectors = VectorRows(os.path.join(self.directory, vector_file), self.n, self.dim,
+                                  self.vector_dtype)
+
+    def _open_ivf(self) -> None:
+        faiss = load_faiss()
         try:
             # Skip FAISS's own mmap (it would resolve the relative list file name against the
             # working directory) and map the list file of this directory, read-only.
@@ -392,28 +533,37 @@ class Base:
             pre = faiss.downcast_index(index)
             self.transform = faiss.downcast_VectorTransform(pre.chain.at(0))
         self.nlist = int(ivf.nlist)
-        self.ids = np.load(os.path.join(self.directory, IDS_FILE))
-        if self.ids.shape != (self.n,) or self.ids.dtype != np.int64:
-            raise IndexMismatch(f"ondisk base {self.directory}: ids.npy has shape "
-                                f"{self.ids.shape}, expected ({self.n},) int64")
-        # id -> row: ids written in id order (what Store.iter_vectors yields) need no map.
-        if self.n < 2 or bool(np.all(self.ids[1:] > self.ids[:-1])):
-            self._keys, self._rows = self.ids, None
-        else:
-            self._rows = np.argsort(self.ids, kind="stable")
-            self._keys = self.ids[self._rows]
-        self.vectors = VectorRows(os.path.join(self.directory, vector_file), self.n, self.dim,
-                                  self.vector_dtype)
+
+    def _open_scan(self) -> None:
+        faiss = load_faiss()
+        try:
+            # read_index returns the derived class already; a downcast would make a second
+            # proxy while the owning one is garbage-collected.
+            index = faiss.read_index(os.path.join(self.directory, SCAN_FILE),
+                                     faiss.IO_FLAG_READ_ONLY)
+            if not isinstance(index, faiss.IndexRefine):
+                raise ValueError(f"{SCAN_FILE} holds a {type(index).__name__}")
+        except (RuntimeError, ValueError) as exc:
+            raise IndexMismatch(f"ondisk base {self.directory} cannot be read by FAISS: {exc}"
+                                ) from None
+        if index.ntotal != self.n or index.d != self.dim:
+            raise IndexMismatch(f"ondisk base {self.directory}: index holds {index.ntotal} x "
+                                f"{index.d}, the manifest says {self.n} x {self.dim}")
+        self.index, self.ivf, self.lists, self.transform = index, None, None, None
+        self.nlist = 0
 
     @property
     def sorted_ids(self) -> np.ndarray:
         """The base's ids, sorted (a view: do not modify)."""
         return self._keys
 
-    def warm_lists(self) -> threading.Thread:
+    def warm_lists(self) -> threading.Thread | None:
         """Ask the kernel, in a background thread, to read the list file into the page
         cache (``POSIX_FADV_WILLNEED``): the first queries then find their lists in memory.
-        Page cache only: nothing is mapped, so the RSS does not grow."""
+        Page cache only: nothing is mapped, so the RSS does not grow. None for the scan
+        layout (its codes are in memory already)."""
+        if self.layout == "scan":
+            return None
         path = os.path.join(self.directory, LISTS_FILE)
 
         def advise():
@@ -453,6 +603,15 @@ class Base:
         if selector is not None:
             params.sel = selector
         return self.ivf.search(np.ascontiguousarray(q, dtype=np.float32), k, params=params)
+
+    def scan(self, queries: np.ndarray, k: int, candidates: int):
+        """Scan layout: PQ top-``k`` ``(scores, rows)`` of (m, dim) unit ``queries``: the
+        fast-scan codes of all rows give ``max(candidates, k)`` candidates, re-scored with
+        the 8-bit codes. No selector (FAISS's fast-scan has none): callers filter rows."""
+        faiss = load_faiss()
+        params = faiss.IndexRefineSearchParameters(k_factor=max(1.0, candidates / k))
+        return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k,
+                                 params=params)
 
     def close(self) -> None:
         self.vectors.close()

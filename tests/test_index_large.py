@@ -278,3 +278,87 @@ def test_library_builds_ondisk_from_store(tmp_path, data):
     assert I[0, 0] == added[0]
     library.close()
     again.close()
+
+
+# ---------------------------------------------------------------- the scan layout
+SCAN_PARAMS = {"nlist": 64, "rerank": 200, "scan_candidates": 2_000, "shard_size": 4_000}
+
+
+def uniform(n: int, seed: int) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def random_data():
+    ids = np.arange(N, dtype=np.int64) * 5 + 1
+    return ids, uniform(N, 11), uniform(100, 12)
+
+
+@pytest.fixture(scope="module")
+def scan_saved(random_data, tmp_path_factory):
+    """Uniform random vectors with layout "auto": the IVF lists do not localise neighbours
+    there, so the build must pick the scan layout by itself."""
+    ids, vectors, _ = random_data
+    tmp = tmp_path_factory.mktemp("scan")
+    chunks = ((ids[s:s + 3000], vectors[s:s + 3000]) for s in range(0, N, 3000))
+    index = LargeIndex.build(DIM, sample=vectors[:12_000], chunks=chunks,
+                             root=str(tmp / "build"), **SCAN_PARAMS)
+    path = str(tmp / "scan.faiss")
+    index.save(path, meta={"model": "test"})
+    return path
+
+
+def test_auto_layout_follows_the_data(data, random_data, saved, scan_saved):
+    from search.large_base import MIN_IVF_COVERAGE, ivf_coverage, train_ivfpq
+
+    p = LargeParams.from_kwargs({"pq_m": 8})
+    for vectors, clustered in ((data[1], True), (random_data[1], False)):
+        trained = train_ivfpq(DIM, vectors[:12_000], 64, p)
+        coverage = ivf_coverage(trained, vectors[:12_000], 4)
+        assert (coverage >= MIN_IVF_COVERAGE) == clustered, coverage
+    index = LargeIndex.load(scan_saved)[0]
+    assert index.base.layout == "scan"
+    with open(os.path.join(index.base.directory, "manifest.json")) as fh:
+        manifest = json.load(fh)
+    assert manifest["layout"] == "scan" and "scan.faiss" in manifest["files"]
+    assert not os.path.exists(os.path.join(index.base.directory, "lists.ivfdata"))
+    assert LargeIndex.load(saved)[0].base.layout == "ivf"       # the structured data's
+
+
+def test_scan_layout_recall_and_exact_scores(scan_saved, random_data):
+    ids, vectors, queries = random_data
+    index = LargeIndex.load(scan_saved)[0]
+    D_true, I_true = exact(ids, vectors, queries)
+    D, I = index.search(queries, 10)
+    assert recall(I, I_true) >= 0.9
+    hit = I[:, 0] == I_true[:, 0]
+    np.testing.assert_allclose(D[hit, 0], D_true[hit, 0], atol=2e-3)
+    # Fewer fast-scan candidates than re-ranked rows cannot do better: the stages matter.
+    index.params.scan_candidates = 10
+    index.rerank = 10
+    assert recall(index.search(queries, 10)[1], I_true) < recall(I, I_true)
+
+
+def test_scan_layout_filters_removals_and_delta(scan_saved, random_data):
+    ids, vectors, queries = random_data
+    index = LargeIndex.load(scan_saved)[0]
+    q = queries[:10]
+    index.params.exact_subset = 100            # larger allowed sets go through the scan
+    allowed = ids[::7]                          # 2858 ids, no selector: filtered afterwards
+    _, I = index.search(q, 10, allowed_ids=allowed)
+    assert np.isin(I, allowed).all() and (I >= 0).all()
+    _, I_true = exact(allowed, vectors[::7], q)
+    assert recall(I, I_true) >= 0.8
+    rare = ids[::150]                           # 134 ids: rows deepen until k are found
+    _, I = index.search(q, 10, allowed_ids=rare)
+    assert np.isin(I, rare).all() and (I >= 0).all()
+    _, plain = index.search(q, 10)
+    _, I = index.search(q, 10, exclude_ids=plain[:, :5].ravel())
+    assert not np.isin(I, plain[:, :5]).any() and (I >= 0).all()
+    index.remove(plain[:, 0])                   # tombstones hide base rows
+    _, I = index.search(q, 10)
+    assert not np.isin(I, plain[:, 0]).any() and (I >= 0).all()
+    index.add(np.array([3]), q[:1])             # the delta answers with the base
+    S, I = index.search(q[:1], 5)
+    assert I[0, 0] == 3 and S[0, 0] == pytest.approx(1.0, abs=1e-5)
