@@ -59,6 +59,10 @@ class Settings:
         env="CLIPSEARCH_CHECKPOINT_EVERY", kind="int")
     index_type: str = _setting(
         "auto", "Vector index: auto, flat, ivf, hnsw, ivfpq, ondisk.", env="CLIPSEARCH_INDEX_TYPE")
+    ondisk_layout: str = _setting(
+        "auto", "Layout of the ondisk index: ivf (lists on disk), scan (every code in memory, "
+        "for vectors without cluster structure), or auto (tested on the training sample).",
+        env="CLIPSEARCH_ONDISK_LAYOUT")
     memory_budget_mb: int = _setting(
         4096, "Memory the vector index may use; guides the auto index choice.",
         env="CLIPSEARCH_MEMORY_BUDGET_MB", kind="int")

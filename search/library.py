@@ -197,13 +197,15 @@ class Library:
     def _build_large(self, table: str, stored: np.ndarray, dim: int) -> LargeIndex:
         """Build the ondisk kind from the store without holding the collection in memory:
         a random sample of ids for training, then one streaming pass, shard by shard."""
-        nlist, size = LargeIndex.plan(len(stored))
+        layout = self.settings.ondisk_layout
+        nlist, size = LargeIndex.plan(len(stored), layout=layout)
         pick = np.sort(np.random.default_rng(len(stored)).choice(stored, size, replace=False))
         sample = np.concatenate([v for _, v in self.store.iter_vectors(table, ids=pick)])
         log.info("building %s index (ondisk, nlist=%d) over %d vectors, trained on %d",
                  table, nlist, len(stored), len(sample))
         return LargeIndex.build(dim, sample=sample, chunks=self.store.iter_vectors(table),
-                                root=base_root(self.index_path(table)), n=len(stored))
+                                root=base_root(self.index_path(table)), n=len(stored),
+                                layout=layout)
 
     # -- writing ------------------------------------------------------------
     def index(self, table: str, dim: int) -> VectorIndex:

@@ -362,3 +362,20 @@ def test_scan_layout_filters_removals_and_delta(scan_saved, random_data):
     index.add(np.array([3]), q[:1])             # the delta answers with the base
     S, I = index.search(q[:1], 5)
     assert I[0, 0] == 3 and S[0, 0] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_library_honours_the_layout_setting(tmp_path, data):
+    """CLIPSEARCH_ONDISK_LAYOUT=scan: the Library builds the scan layout even for clustered
+    vectors, and it finds every stored vector as its own nearest neighbour."""
+    _, vectors, _ = data
+    settings = Settings.from_env({"CLIPSEARCH_ONDISK_LAYOUT": "scan"},
+                                 data_dir=str(tmp_path / "data"), memory_budget_mb=1)
+    store = Store(settings.database_url)
+    ids = np.asarray(store.add_texts([(f"t{i}", "test", None) for i in range(N)], vectors),
+                     dtype=np.int64)
+    library = Library(settings, store=store).load()
+    index = library.indexes["texts"]
+    assert isinstance(index, LargeIndex) and index.base.layout == "scan"
+    _, I = library.search("texts", vectors[:50], 1)
+    assert np.array_equal(I[:, 0], ids[:50])
+    library.close()
