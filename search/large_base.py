@@ -495,6 +495,10 @@ class Base:
             self._open_scan()
         else:
             self._open_ivf()
+        if self.index.ntotal != self.n or self.index.d != self.dim:
+            raise IndexMismatch(f"ondisk base {self.directory}: index holds "
+                                f"{self.index.ntotal} x {self.index.d}, the manifest says "
+                                f"{self.n} x {self.dim}")
         self.ids = np.load(os.path.join(self.directory, IDS_FILE))
         if self.ids.shape != (self.n,) or self.ids.dtype != np.int64:
             raise IndexMismatch(f"ondisk base {self.directory}: ids.npy has shape "
@@ -524,9 +528,6 @@ class Base:
         except (RuntimeError, ValueError) as exc:
             raise IndexMismatch(f"ondisk base {self.directory} cannot be read by FAISS: {exc}"
                                 ) from None
-        if index.ntotal != self.n or index.d != self.dim:
-            raise IndexMismatch(f"ondisk base {self.directory}: index holds {index.ntotal} x "
-                                f"{index.d}, the manifest says {self.n} x {self.dim}")
         self.index, self.ivf, self.lists = index, ivf, lists
         self.transform = None
         if isinstance(faiss.downcast_index(index), faiss.IndexPreTransform):
@@ -546,9 +547,6 @@ class Base:
         except (RuntimeError, ValueError) as exc:
             raise IndexMismatch(f"ondisk base {self.directory} cannot be read by FAISS: {exc}"
                                 ) from None
-        if index.ntotal != self.n or index.d != self.dim:
-            raise IndexMismatch(f"ondisk base {self.directory}: index holds {index.ntotal} x "
-                                f"{index.d}, the manifest says {self.n} x {self.dim}")
         self.index, self.ivf, self.lists, self.transform = index, None, None, None
         self.nlist = 0
 

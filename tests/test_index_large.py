@@ -60,10 +60,14 @@ def data():
 def saved(data, tmp_path_factory):
     """Built once, shard by shard (5 shards of 4000 in 3000-row chunks), and saved."""
     ids, vectors, _ = data
-    tmp = tmp_path_factory.mktemp("large")
+    return build_and_save(ids, vectors, tmp_path_factory.mktemp("large"), PARAMS)
+
+
+def build_and_save(ids, vectors, tmp, params) -> str:
+    """Build in 3000-row chunks from a 12k sample, save under ``tmp``; the saved path."""
     chunks = ((ids[s:s + 3000], vectors[s:s + 3000]) for s in range(0, N, 3000))
     index = LargeIndex.build(DIM, sample=vectors[:12_000], chunks=chunks,
-                             root=str(tmp / "build"), **PARAMS)
+                             root=str(tmp / "build"), **params)
     path = str(tmp / "base.faiss")
     index.save(path, meta={"model": "test"})
     return path
@@ -300,13 +304,7 @@ def scan_saved(random_data, tmp_path_factory):
     """Uniform random vectors with layout "auto": the IVF lists do not localise neighbours
     there, so the build must pick the scan layout by itself."""
     ids, vectors, _ = random_data
-    tmp = tmp_path_factory.mktemp("scan")
-    chunks = ((ids[s:s + 3000], vectors[s:s + 3000]) for s in range(0, N, 3000))
-    index = LargeIndex.build(DIM, sample=vectors[:12_000], chunks=chunks,
-                             root=str(tmp / "build"), **SCAN_PARAMS)
-    path = str(tmp / "scan.faiss")
-    index.save(path, meta={"model": "test"})
-    return path
+    return build_and_save(ids, vectors, tmp_path_factory.mktemp("scan"), SCAN_PARAMS)
 
 
 def test_auto_layout_follows_the_data(data, random_data, saved, scan_saved):
