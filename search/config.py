@@ -85,6 +85,9 @@ class Settings:
     search_requires_key: bool = _setting(
         False, "Require an API key for search requests too.",
         env="CLIPSEARCH_SEARCH_REQUIRES_KEY", kind="bool")
+    session_hours: int = _setting(
+        12, "Lifetime in hours of the search page's session cookie (the page trades an API "
+        "key for it when search requires a key).", env="CLIPSEARCH_SESSION_HOURS", kind="int")
     cors_origins: tuple[str, ...] = _setting(
         (), "Comma-separated origins allowed by CORS; empty means CORS off.",
         env="CLIPSEARCH_CORS_ORIGINS", kind="list")

@@ -522,3 +522,19 @@ def test_session_requests_are_rate_limited(make_app):
     _assert_json_error(resp, 429)
     assert "Set-Cookie" not in resp.headers
     assert client.delete("/api/session").status_code == 204  # logging out always works
+
+
+def test_session_lifetime_is_a_setting(make_app):
+    """CLIPSEARCH_SESSION_HOURS: the cookie's Max-Age, and older, longer cookies refused."""
+    import time
+
+    from web.auth import SESSION_COOKIE, session_token
+
+    app = make_app(search_requires_key=True, session_hours=1)
+    resp = app.test_client().post("/api/session", headers=AUTH)
+    assert resp.status_code == 204 and "Max-Age=3600" in resp.headers["Set-Cookie"]
+    client = app.test_client()
+    client.set_cookie(SESSION_COOKIE, session_token(API_KEY, int(time.time()) + 7200))
+    assert client.get("/api/search?q=red").status_code == 401   # issued for 12 h: too long
+    client.set_cookie(SESSION_COOKIE, session_token(API_KEY, int(time.time()) + 1800))
+    assert client.get("/api/search?q=red").status_code == 200

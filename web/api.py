@@ -12,7 +12,7 @@ from search.errors import BadRequest, Forbidden, NotFound, UnsupportedMedia
 from search.service import Term
 
 from .auth import (check_key, end_session, rate_limited, request_session, requires_key,
-                   start_session)
+                   session_max_age, start_session)
 from .items import (drop_thumbnails, indexed_item, item_json, mime_type, resolve_file,
                     thumb_size, thumbnail)
 from .params import (FILTER_KEYS, MAX_TERMS, OPTION_KEYS, SearchOptions, check_keys, flat_args,
@@ -372,9 +372,10 @@ def _no_content() -> Response:
 @rate_limited  # before the key check: wrong guesses spend the client's tokens
 def session_start():
     _args()
-    key = check_key(_rt().settings.api_keys)
+    settings = _rt().settings
+    key = check_key(settings.api_keys)
     resp = _no_content()
-    start_session(resp, key)
+    start_session(resp, key, session_max_age(settings))
     return resp
 
 
@@ -390,7 +391,7 @@ def session_end():
 def session_state():
     _args()
     settings = _rt().settings
-    expires = request_session(settings.api_keys)
+    expires = request_session(settings.api_keys, session_max_age(settings))
     resp = jsonify({"active": expires is not None, "expires_at": expires,
                     "key_required": settings.search_requires_key})
     resp.headers["Cache-Control"] = "no-store"

@@ -38,8 +38,8 @@ KEY_PARAMS = frozenset({"key", "api_key", "apikey", "api-key", "token", "access_
 MAX_CLIENTS = 10_000  # buckets kept; the least recently seen are forgotten
 
 SESSION_COOKIE = "clipsearch_session"
-#: Lifetime of a session cookie in seconds. A module constant for now (a candidate for a
-#: setting); cookies claiming a later expiry than now + this are refused, so lowering it
+#: Default lifetime of a session cookie in seconds (setting ``session_hours``); cookies
+#: claiming a later expiry than now + the lifetime are refused, so lowering the setting
 #: also shortens sessions already handed out.
 SESSION_MAX_AGE = 12 * 3600
 _SESSION_FORMAT = re.compile(r"([1-9]\d{0,11})\.([0-9a-f]{64})")
@@ -92,18 +92,18 @@ def session_token(key: str, expires: int) -> str:
 
 
 def session_expiry(token: str | None, keys: tuple[str, ...], *,
-                   now: float | None = None) -> int | None:
+                   max_age: int = SESSION_MAX_AGE, now: float | None = None) -> int | None:
     """The expiry (unix seconds) of a valid session ``token`` made with one of ``keys``.
 
     None for a missing, malformed, expired, tampered token, one whose key is no longer
-    configured, or one claiming to live longer than :data:`SESSION_MAX_AGE` from now.
+    configured, or one claiming to live longer than ``max_age`` seconds from now.
     """
     match = _SESSION_FORMAT.fullmatch(token or "")
     if match is None:
         return None
     expires = int(match.group(1))
     now = time.time() if now is None else now
-    if not now < expires <= now + SESSION_MAX_AGE:
+    if not now < expires <= now + max_age:
         return None
     given = match.group(2).encode("ascii")
     # Check every key (no early exit), as check_key does.
@@ -112,10 +112,10 @@ def session_expiry(token: str | None, keys: tuple[str, ...], *,
     return expires if any(matches) else None
 
 
-def start_session(resp, key: str) -> int:
+def start_session(resp, key: str, max_age: int = SESSION_MAX_AGE) -> int:
     """Put a fresh session cookie for ``key`` on ``resp``; returns its expiry (unix seconds)."""
-    expires = int(time.time()) + SESSION_MAX_AGE
-    resp.set_cookie(SESSION_COOKIE, session_token(key, expires), max_age=SESSION_MAX_AGE,
+    expires = int(time.time()) + max_age
+    resp.set_cookie(SESSION_COOKIE, session_token(key, expires), max_age=max_age,
                     path="/", secure=request.is_secure, httponly=True, samesite="Strict")
     return expires
 
@@ -126,9 +126,14 @@ def end_session(resp) -> None:
                        samesite="Strict")
 
 
-def request_session(keys: tuple[str, ...]) -> int | None:
+def session_max_age(settings) -> int:
+    """The configured session lifetime in seconds (at least one minute)."""
+    return max(60, int(settings.session_hours) * 3600)
+
+
+def request_session(keys: tuple[str, ...], max_age: int = SESSION_MAX_AGE) -> int | None:
     """The expiry of this request's valid session cookie, or None."""
-    return session_expiry(request.cookies.get(SESSION_COOKIE), keys)
+    return session_expiry(request.cookies.get(SESSION_COOKIE), keys, max_age=max_age)
 
 
 def requires_key(kind: str):
@@ -151,7 +156,8 @@ def requires_key(kind: str):
                 # A header, when sent, is judged on its own: a bad one fails even next to a
                 # valid cookie.
                 if ("Authorization" in request.headers
-                        or request_session(settings.api_keys) is None):
+                        or request_session(settings.api_keys,
+                                           session_max_age(settings)) is None):
                     check_key(settings.api_keys)
             return view(*args, **kwargs)
         return inner

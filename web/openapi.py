@@ -387,7 +387,8 @@ def _session_paths() -> dict:
         "post": {"operationId": "startSession", "security": WRITE,
                  "summary": "Exchange an API key for a session cookie (for browser pages).",
                  "description": f"Sets `{SESSION_COOKIE}` (HttpOnly, SameSite=Strict, Path=/, "
-                                f"Secure over HTTPS, Max-Age={SESSION_MAX_AGE}). The cookie "
+                                "Secure over HTTPS, Max-Age = CLIPSEARCH_SESSION_HOURS, "
+                                f"default {SESSION_MAX_AGE} s). The cookie "
                                 "authorises reads only; writes always need the header.",
                  "responses": {"204": {"description": "Session started.",
                                        "headers": cookie("The session cookie.")},
