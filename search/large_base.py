@@ -28,10 +28,12 @@ A base has one of two **layouts**, recorded in its manifest:
 
 ``ivf``   (above) IVF-PQ lists on disk: a query reads ``nprobe`` lists. Fast when the
           vectors have neighbourhood structure (real embeddings do).
-``scan``  ``scan.faiss``: every vector's 4-bit fast-scan PQ code (dim/8 bytes) and an
-          8-bit PQ code (dim/4 bytes), both in memory (FAISS ``IndexRefine``); a query
-          scans all fast-scan codes for its top ``scan_candidates``, re-scores those with
-          the finer codes down to ``rerank``, then exactly from ``vectors.f16``. Costs
+``scan``  every vector's 4-bit fast-scan PQ code (dim/8 bytes) in ``scan_shards`` files
+          ``scan-NN.faiss`` (rows dealt evenly, ids = rows) and its 8-bit PQ code (dim/4
+          bytes) in ``scan-refine.faiss``, all loaded into memory; a query scans the shards
+          in parallel threads (FAISS ``IndexShards``) for its top ``scan_candidates``,
+          re-scores those with the finer codes down to ``rerank`` (``IndexRefine``), then
+          exactly from ``vectors.f16``. Costs
           ~0.2 KB of RAM a vector at d=512 and a full scan per query, but does not depend
           on the data having clusters: on uniform random vectors, where IVF lists cannot
           localise neighbours, it is the layout that reaches usable recall
@@ -72,7 +74,7 @@ FORMAT = "clipsearch-ondisk-base"
 FORMAT_VERSION = 1
 INDEX_FILE, LISTS_FILE, IDS_FILE, MANIFEST = "ivfpq.faiss", "lists.ivfdata", "ids.npy", \
     "manifest.json"
-SCAN_FILE = "scan.faiss"
+SCAN_SHARD_FILE, SCAN_REFINE_FILE = "scan-{:02d}.faiss", "scan-refine.faiss"
 LAYOUTS = ("auto", "ivf", "scan")
 MIN_IVF_COVERAGE = 0.6   # below: neighbours scatter over the lists; scan instead
 COVERAGE_QUERIES = 200
@@ -100,6 +102,7 @@ class LargeParams:
     seed: int = 1234
     layout: str = "auto"          # ivf, scan, or auto (see the module docstring)
     scan_candidates: int = 10_000  # scan layout: fast-scan candidates per query
+    scan_shards: int | None = None  # scan layout: parallel shards; default: cores (max 8)
 
     @classmethod
     def from_kwargs(cls, params: dict) -> "LargeParams":
@@ -108,7 +111,7 @@ class LargeParams:
         if unknown:
             raise BadRequest(f"unknown ondisk index parameter(s): {', '.join(sorted(unknown))}")
         out = cls(**params)
-        for name in ("nlist", "nprobe", "pq_m"):
+        for name in ("nlist", "nprobe", "pq_m", "scan_shards"):
             value = getattr(out, name)
             if value is not None and (not _is_int(value) or value < 1):
                 raise BadRequest(f"{name} must be a positive integer, got {value!r}")
@@ -273,6 +276,16 @@ class BaseWriter:
         self.params = p
         self._scan = trained if self.layout == "scan" else None
         self._trained = None if self._scan is not None else faiss.serialize_index(trained)
+        self.scan_shard_count = 0
+        if self._scan is not None:
+            count = p.scan_shards or max(1, min(8, os.cpu_count() or 1))
+            # IndexRefine owns the trained parts: the refine PQ gets every row in order
+            # (its ids are rows); each shard is an empty trained fast-scan copy under an id
+            # map, so that any slice of rows can go to any shard.
+            self._refine = faiss.downcast_index(self._scan.refine_index)
+            self._scan_shards = [faiss.IndexIDMap2(faiss.clone_index(self._scan.base_index))
+                                 for _ in range(count)]
+            self.scan_shard_count = count
         self._dtype = np.dtype(p.vector_dtype)
         self._vectors = open(os.path.join(self.directory, VECTOR_FILES[p.vector_dtype]), "wb")
         self._ids: list[np.ndarray] = []
@@ -313,8 +326,14 @@ class BaseWriter:
         self._pending, self._pending_rows = [], 0
         started = time.perf_counter()
         if self._scan is not None:
+            rows = np.arange(self.n, self.n + ids.size, dtype=np.int64)
             for start in range(0, ids.size, _ADD_CHUNK):
-                self._scan.add(x[start:start + _ADD_CHUNK])
+                self._refine.add(x[start:start + _ADD_CHUNK])
+            # every shard gets an equal slice of each batch: balanced whatever n is
+            for shard, part in zip(self._scan_shards,
+                                   np.array_split(np.arange(ids.size), len(self._scan_shards))):
+                if part.size:
+                    shard.add_with_ids(x[part], rows[part])
             self._shards.append("")       # counted only: nothing to merge
             self._vectors.write(x.astype(self._dtype).tobytes())
             self._ids.append(ids)
@@ -361,13 +380,15 @@ class BaseWriter:
         manifest = {
             "format": FORMAT, "version": FORMAT_VERSION, "n": int(ids.size), "dim": self.dim,
             "layout": self.layout, "nlist": self.nlist,
+            "scan_shards": self.scan_shard_count,
             "vector_dtype": p.vector_dtype, "opq": bool(p.opq), "list_ids": "rows",
             "faiss_version": getattr(faiss, "__version__", "unknown"),
             "files": {name: os.path.getsize(os.path.join(self.directory, name))
                       for name in (*index_files, IDS_FILE, VECTOR_FILES[p.vector_dtype])},
             # the scan file holds every code (GBs): checked by size, like the vectors
             "sha256": {name: _sha256(os.path.join(self.directory, name))
-                       for name in (index_files[0], IDS_FILE) if name != SCAN_FILE},
+                       for name in (index_files[0], IDS_FILE)
+                       if not name.startswith("scan-")},
         }
         with open(os.path.join(self.directory, MANIFEST), "w", encoding="utf-8") as fh:
             json.dump(manifest, fh, indent=1)
@@ -381,13 +402,17 @@ class BaseWriter:
 
     def _finish_scan(self, ids: np.ndarray) -> tuple[str, ...]:
         faiss = load_faiss()
-        if self._scan.ntotal != ids.size:
-            raise IndexMismatch(f"scan index holds {self._scan.ntotal} codes for {ids.size} ids")
-        path = os.path.join(self.directory, SCAN_FILE)
-        faiss.write_index(self._scan, path)
-        _fsync(path)
-        self._scan = None
-        return (SCAN_FILE,)
+        held = sum(int(shard.ntotal) for shard in self._scan_shards)
+        if held != ids.size or self._refine.ntotal != ids.size:
+            raise IndexMismatch(f"scan layout holds {held} / {self._refine.ntotal} codes for "
+                                f"{ids.size} ids")
+        names = [SCAN_REFINE_FILE] + [SCAN_SHARD_FILE.format(i)
+                                      for i in range(len(self._scan_shards))]
+        for name, index in zip(names, [self._refine] + self._scan_shards):
+            faiss.write_index(index, os.path.join(self.directory, name))
+            _fsync(os.path.join(self.directory, name))
+        self._scan = self._refine = self._scan_shards = None
+        return tuple(names)
 
     def _finish_ivf(self, ids: np.ndarray) -> tuple[str, ...]:
         faiss = load_faiss()
@@ -537,16 +562,23 @@ class Base:
 
     def _open_scan(self) -> None:
         faiss = load_faiss()
+        count = int(self.manifest.get("scan_shards", 0))
         try:
-            # read_index returns the derived class already; a downcast would make a second
-            # proxy while the owning one is garbage-collected.
-            index = faiss.read_index(os.path.join(self.directory, SCAN_FILE),
-                                     faiss.IO_FLAG_READ_ONLY)
-            if not isinstance(index, faiss.IndexRefine):
-                raise ValueError(f"{SCAN_FILE} holds a {type(index).__name__}")
+            if count < 1:
+                raise ValueError("the manifest names no scan shards")
+            # read_index returns the derived classes already; these objects own their data
+            # and are kept here because IndexShards and IndexRefine only point at them.
+            refine = faiss.read_index(os.path.join(self.directory, SCAN_REFINE_FILE))
+            parts = [faiss.read_index(os.path.join(self.directory, SCAN_SHARD_FILE.format(i)))
+                     for i in range(count)]
+            shards = faiss.IndexShards(self.dim, True, False)   # threaded, ids from id maps
+            for part in parts:
+                shards.add_shard(part)
+            index = faiss.IndexRefine(shards, refine)
         except (RuntimeError, ValueError) as exc:
             raise IndexMismatch(f"ondisk base {self.directory} cannot be read by FAISS: {exc}"
                                 ) from None
+        self._scan_parts = (refine, parts, shards)
         self.index, self.ivf, self.lists, self.transform = index, None, None, None
         self.nlist = 0
 

@@ -285,7 +285,8 @@ def test_library_builds_ondisk_from_store(tmp_path, data):
 
 
 # ---------------------------------------------------------------- the scan layout
-SCAN_PARAMS = {"nlist": 64, "rerank": 200, "scan_candidates": 2_000, "shard_size": 4_000}
+SCAN_PARAMS = {"nlist": 64, "rerank": 200, "scan_candidates": 2_000, "shard_size": 4_000,
+               "scan_shards": 3}
 
 
 def uniform(n: int, seed: int) -> np.ndarray:
@@ -319,7 +320,8 @@ def test_auto_layout_follows_the_data(data, random_data, saved, scan_saved):
     assert index.base.layout == "scan"
     with open(os.path.join(index.base.directory, "manifest.json")) as fh:
         manifest = json.load(fh)
-    assert manifest["layout"] == "scan" and "scan.faiss" in manifest["files"]
+    assert manifest["layout"] == "scan" and manifest["scan_shards"] == 3
+    assert {"scan-refine.faiss", "scan-00.faiss", "scan-02.faiss"} <= set(manifest["files"])
     assert not os.path.exists(os.path.join(index.base.directory, "lists.ivfdata"))
     assert LargeIndex.load(saved)[0].base.layout == "ivf"       # the structured data's
 
@@ -357,6 +359,11 @@ def test_scan_layout_filters_removals_and_delta(scan_saved, random_data):
     index.remove(plain[:, 0])                   # tombstones hide base rows
     _, I = index.search(q, 10)
     assert not np.isin(I, plain[:, 0]).any() and (I >= 0).all()
+    # every row is in exactly one of the parallel shards (ids are rows)
+    refine, parts, _ = index.base._scan_parts
+    held = np.concatenate([faiss.vector_to_array(part.id_map) for part in parts])
+    assert np.array_equal(np.sort(held), np.arange(N)) and refine.ntotal == N
+    assert max(p.ntotal for p in parts) - min(p.ntotal for p in parts) <= 5   # balanced
     index.add(np.array([3]), q[:1])             # the delta answers with the base
     S, I = index.search(q[:1], 5)
     assert I[0, 0] == 3 and S[0, 0] == pytest.approx(1.0, abs=1e-5)
