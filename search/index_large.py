@@ -404,7 +404,10 @@ class LargeIndex:
             rows = rows[rows >= 0]
             if not rows.size:
                 continue
-            scores = self.base.vectors.read(rows) @ q[at]
+            # einsum, not "@": a matrix-vector product would wake numpy's BLAS threads,
+            # whose spinning then took the cores from the next query's parallel scan
+            # (measured: the scan layout's next search 15 -> 26 ms at 2M, 2 shards).
+            scores = np.einsum("ij,j->i", self.base.vectors.read(rows), q[at])
             top = min(k, rows.size)
             best = np.argpartition(-scores, top - 1)[:top] if rows.size > top else \
                 np.arange(rows.size)

@@ -283,7 +283,7 @@ class BaseWriter:
             # (its ids are rows); each shard is an empty trained fast-scan copy under an id
             # map, so that any slice of rows can go to any shard.
             self._refine = faiss.downcast_index(self._scan.refine_index)
-            self._scan_shards = [faiss.IndexIDMap2(faiss.clone_index(self._scan.base_index))
+            self._scan_shards = [faiss.IndexIDMap(faiss.clone_index(self._scan.base_index))
                                  for _ in range(count)]
             self.scan_shard_count = count
         self._dtype = np.dtype(p.vector_dtype)
