@@ -12,11 +12,12 @@ It wraps any :class:`~search.encoder.Encoder` and exposes the same interface;
 image encodes pass straight through (uploads are rarer and larger).
 
 The encoding thread (and the torch/OpenMP threads it starts, which inherit its
-priority) runs ``nice`` steps below the request threads on Linux: a forward pass
-takes tens of milliseconds of both cores, and without this every other request's
-search, metadata fetch and JSON wait behind it for a CPU (docs/benchmarks.md,
-"HTTP search"). The model's own latency hardly changes: the request threads'
-work is short.
+priority) runs ``nice`` steps below the request threads on Linux, so that a
+forward pass holding both cores yields them to a request's short search, fetch
+and JSON work. On the 2-core benchmark box this made no measurable difference at
+8 clients (docs/benchmarks.md, "HTTP search": the request threads mostly queue
+behind each other there); it costs nothing and matters where encodes and requests
+overlap more.
 """
 from __future__ import annotations
 
