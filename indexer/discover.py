@@ -37,6 +37,7 @@ class FoundFile:
     root: str
     size: int
     mtime: float
+    caption_mtime: float | None = None  # of the sidecar photo.txt next to photo.jpg, if any
 
 
 def _inside(path: str, root_real: str) -> bool:
@@ -62,6 +63,8 @@ def walk(root: str, extensions: frozenset[str] | None = None) -> Iterator[FoundF
             log.warning("cannot list %s: %s", folder, e)
             continue
         subdirs = []
+        # Sidecar captions are noticed from this listing: only captioned images pay a stat.
+        texts = {e.name for e in entries if e.name.endswith(".txt")}
         for entry in entries:
             if entry.name.startswith("."):
                 continue
@@ -82,7 +85,14 @@ def walk(root: str, extensions: frozenset[str] | None = None) -> Iterator[FoundF
             except OSError as e:
                 log.warning("cannot stat %s: %s", entry.path, e)
                 continue
-            yield FoundFile(entry.path, root, st.st_size, st.st_mtime)
+            caption = os.path.splitext(entry.name)[0] + ".txt"
+            caption_mtime = None
+            if caption in texts:
+                try:
+                    caption_mtime = os.stat(os.path.join(folder, caption)).st_mtime
+                except OSError:
+                    pass
+            yield FoundFile(entry.path, root, st.st_size, st.st_mtime, caption_mtime)
         stack.extend(reversed(subdirs))
 
 

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import collections
+import datetime as dt
 import logging
 import os
 import time
@@ -30,7 +31,7 @@ from search.library import Library
 from search.store import (STATUS_INDEXED, STATUS_SKIPPED, FileState, MediaItem, TextEntry,
                           pack, text_hash, utcnow)
 
-from .decode import Decoded, decode_file, hash_file
+from .decode import Decoded, decode_file, hash_file, read_sidecar
 from .discover import FoundFile, resolve_root, walk
 from .workers import CRASH_REASON, WorkerPool, window_map
 
@@ -174,6 +175,7 @@ class IndexJob:
             if missing:
                 to_embed = self._moves_and_removals(pool, to_embed, missing, states)
             self._embed(pool, to_embed, states)
+            self._sync_captions(found, {f.path for f in to_embed}, states)
         except KeyboardInterrupt:
             self.summary.interrupted = True
             log.warning("interrupted; committed work is kept, the rest resumes next run")
@@ -225,6 +227,62 @@ class IndexJob:
         log.info("found %d image files under %s; %d known to the store", len(found),
                  ", ".join(roots), len(states))
         return found, states
+
+    def _sync_captions(self, found: dict[str, FoundFile], embedded: set[str],
+                       states: dict[str, FileState]) -> None:
+        """Sidecar captions written, edited or deleted next to images that did not change
+        (a re-embedded image re-reads its caption anyway). A caption file newer than its
+        stored text is read again, and replaces the text when its content differs."""
+        stored: dict[str, tuple[int, float, str]] = {}
+        with self.store.session() as s:
+            for tid, src, created, digest in s.execute(
+                    select(TextEntry.id, TextEntry.source, TextEntry.created_at,
+                           TextEntry.text_hash)
+                    .where(TextEntry.source.startswith(SIDECAR, autoescape=True))):
+                when = created.replace(tzinfo=created.tzinfo or dt.timezone.utc).timestamp() \
+                    if created is not None else 0.0
+                stored[src[len(SIDECAR):]] = (tid, when, digest)
+        changed, gone = [], []
+        for path, f in found.items():
+            st = states.get(path)
+            if path in embedded or st is None or st.status != STATUS_INDEXED:
+                continue
+            old = stored.get(path)
+            if f.caption_mtime is not None and (old is None or f.caption_mtime > old[1]):
+                changed.append(path)
+            elif f.caption_mtime is None and old is not None:
+                gone.append(path)
+        if not changed and not gone:
+            return
+        read = [(p, read_sidecar(p)) for p in changed]
+        same = {p for p, c in read if c and p in stored and text_hash(c) == stored[p][2]}
+        changed = [p for p in changed if p not in same]   # touched, not edited
+        if not changed and not gone:
+            return
+        captions = [(p, c) for p, c in read if c and p not in same]
+        vecs = self.encoder.encode_texts([c for _, c in captions]) if captions else None
+        replaced = changed + gone
+        drop = [stored[p][0] for p in replaced if p in stored]
+        added: list[tuple[TextEntry, np.ndarray]] = []
+        with self.store.session() as s:
+            for part in range(0, len(replaced), 500):
+                srcs = [SIDECAR + p for p in replaced[part:part + 500]]
+                s.execute(TextEntry.__table__.delete().where(TextEntry.source.in_(srcs)))
+            for (path, caption), vec in zip(captions, vecs if vecs is not None else []):
+                t = TextEntry(text=caption, text_hash=text_hash(caption),
+                              source=SIDECAR + path, item_id=states[path].id, vector=pack(vec))
+                s.add(t)
+                added.append((t, vec))
+            s.flush()
+            new_ids = [t.id for t, _ in added]
+        texts = self.library.index("texts", self.encoder.dim)
+        if drop:
+            texts.remove(np.asarray(drop, np.int64))
+        if new_ids:
+            texts.add(np.asarray(new_ids, np.int64), np.stack([v for _, v in added]))
+        self.summary.texts_added += len(new_ids)
+        log.info("sidecar captions of unchanged images: %d new or edited, %d removed",
+                 len(captions), len(replaced) - len(captions))
 
     def _classify(self, found: dict[str, FoundFile], states: dict[str, FileState]
                   ) -> tuple[list[FoundFile], list[FileState]]:
