@@ -83,18 +83,24 @@ def write_index_files(index, path: str, meta: dict) -> None:
     _fsync_dir(directory)
 
 
-def read_index_files(cls, path: str, use_gpu):
-    """Load what :func:`write_index_files` wrote; returns ``(cls instance, meta)``."""
-    faiss = load_faiss()
-    path = os.fspath(path)
+def read_sidecar_json(path: str) -> tuple[str, dict]:
+    """``(sidecar path, its JSON)`` of the index saved at ``path``. Raises NotFound when
+    neither file exists, IndexMismatch when the sidecar is missing or unreadable."""
     side = sidecar_path(path)
     if not os.path.exists(path) and not os.path.exists(side):
         raise NotFound(f"no vector index at {path}")
     try:
         with open(side, encoding="utf-8") as fh:
-            sidecar = json.load(fh)
+            return side, json.load(fh)
     except (OSError, ValueError) as exc:
         raise IndexMismatch(f"index sidecar {side} is missing or unreadable: {exc}") from None
+
+
+def read_index_files(cls, path: str, use_gpu):
+    """Load what :func:`write_index_files` wrote; returns ``(cls instance, meta)``."""
+    faiss = load_faiss()
+    path = os.fspath(path)
+    side, sidecar = read_sidecar_json(path)
     try:
         if sidecar.get("format") != FORMAT or sidecar.get("version") != FORMAT_VERSION:
             raise ValueError(f"format {sidecar.get('format')!r} v{sidecar.get('version')!r}")

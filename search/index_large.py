@@ -43,8 +43,8 @@ import numpy as np
 
 from .errors import BadRequest, IndexMismatch, NotFound
 from .index import _RWLock
-from .index_file import (_fsync_dir, _sha256, _write_json_atomic, json_meta, sidecar_path,
-                         write_faiss_atomic)
+from .index_file import (_fsync_dir, _sha256, _write_json_atomic, json_meta,
+                         read_sidecar_json, sidecar_path, write_faiss_atomic)
 from .index_kinds import load_faiss, new_flat
 from .large_base import (MANIFEST, Base, BaseWriter, LargeParams, choose_layout,
                          generation_dirs, large_nlist, min_train_vectors, train_ivfpq,
@@ -463,12 +463,8 @@ class LargeIndex:
         nothing is at ``path``, IndexMismatch for a missing, torn or damaged part."""
         faiss = load_faiss()
         path = os.path.abspath(os.fspath(path))
-        side = sidecar_path(path)
-        if not os.path.exists(path) and not os.path.exists(side):
-            raise NotFound(f"no vector index at {path}")
+        side, sidecar = read_sidecar_json(path)
         try:
-            with open(side, encoding="utf-8") as fh:
-                sidecar = json.load(fh)
             if sidecar.get("format") != FORMAT or sidecar.get("version") != FORMAT_VERSION:
                 raise ValueError(f"format {sidecar.get('format')!r} v{sidecar.get('version')!r}")
             params = LargeParams.from_kwargs(sidecar["params"])
