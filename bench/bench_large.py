@@ -42,7 +42,7 @@ sys.path.insert(0, HERE)
 
 import faiss  # noqa: E402
 
-from bench_search import latent_unit_vectors  # noqa: E402
+from bench_search import latent_unit_vectors, single_query_ms  # noqa: E402
 from search.index_large import LargeIndex  # noqa: E402
 from search.large_base import (Base, BaseWriter, LargeParams, choose_layout,  # noqa: E402
                                large_nlist, train_ivfpq, train_sample_size, train_scan)
@@ -205,14 +205,7 @@ def serve(args) -> dict:
     set_knob(sweep[len(sweep) // 2])
 
     def latency(qs):
-        faiss.omp_set_num_threads(1)
-        times = []
-        for q in qs:
-            t = time.perf_counter()
-            index.search(q[None, :], K)
-            times.append(time.perf_counter() - t)
-        faiss.omp_set_num_threads(args.threads)
-        ms = np.array(times) * 1e3
+        ms = single_query_ms(lambda q: index.search(q, K), qs, 1, args.threads)
         return round(float(np.percentile(ms, 50)), 2), round(float(np.percentile(ms, 99)), 2)
 
     # Cold: the first queries after start, index files evicted from the page cache (the

@@ -50,6 +50,21 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean(hits)) / truth.shape[1]
 
 
+def single_query_ms(search, queries: np.ndarray, threads: int, restore: int) -> np.ndarray:
+    """Wall time in ms of ``search(q[None, :])`` for each query, with ``threads`` FAISS
+    threads (then ``restore``)."""
+    faiss.omp_set_num_threads(threads)
+    try:
+        times = []
+        for q in queries:
+            t0 = time.perf_counter()
+            search(q[None, :])
+            times.append(time.perf_counter() - t0)
+    finally:
+        faiss.omp_set_num_threads(restore)
+    return np.array(times) * 1e3
+
+
 def measure(index: VectorIndex, queries: np.ndarray, latency_queries: np.ndarray,
             truth: np.ndarray, args) -> dict:
     index.search(queries[:8], K)                              # warm up caches
@@ -58,14 +73,8 @@ def measure(index: VectorIndex, queries: np.ndarray, latency_queries: np.ndarray
     batch_s = time.perf_counter() - started
     # Single queries run with --latency-threads (1 by default): on a small shared box FAISS's
     # OpenMP threads fight for the cores and a lone query gets slower with 2 threads.
-    faiss.omp_set_num_threads(args.latency_threads)
-    times = []
-    for q in latency_queries:
-        t0 = time.perf_counter()
-        index.search(q[None, :], K)
-        times.append(time.perf_counter() - t0)
-    faiss.omp_set_num_threads(args.threads)
-    times_ms = np.array(times) * 1e3
+    times_ms = single_query_ms(lambda q: index.search(q, K), latency_queries,
+                               args.latency_threads, args.threads)
     return {
         "recall@10": round(recall_at_k(found, truth), 4),
         "batch_qps": round(len(queries) / batch_s, 1),

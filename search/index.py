@@ -36,7 +36,8 @@ from contextlib import contextmanager
 import numpy as np
 
 from .errors import BadRequest, NotFound
-from .index_kinds import (FLAT_MAX_VECTORS, KINDS, MIN_LISTS, IndexParams,  # noqa: F401
+from .index_kinds import (ADD_CHUNK, FLAT_MAX_VECTORS, KINDS, MIN_LISTS,  # noqa: F401
+                          IndexParams, add_in_chunks,
                           choose_kind,
                           default_nlist, default_nprobe, default_pq_m, load_faiss,
                           min_train_vectors, new_flat, new_hnsw, resolve_gpu, structure_kind,
@@ -46,7 +47,7 @@ from .vectors import as_ids, as_matrix, check_unit_norm, search_arguments
 log = logging.getLogger(__name__)
 
 COMPACT_FRACTION = 0.25       # HNSW graph is rebuilt when this share of it is tombstones
-_CHUNK = 65_536               # rows per add / reconstruct call, bounds temporary memory
+_CHUNK = ADD_CHUNK            # rows per reconstruct call, bounds temporary memory
 _faiss = load_faiss
 
 
@@ -189,8 +190,7 @@ class VectorIndex:
             if self.kind != self.target_kind and total >= self._train_threshold(total):
                 self._train_locked(ids, x)
             else:
-                for start in range(0, ids.size, _CHUNK):
-                    self._index.add_with_ids(x[start:start + _CHUNK], ids[start:start + _CHUNK])
+                add_in_chunks(self._index, x, ids)
             self._changed()
 
     def remove(self, ids: np.ndarray) -> int:
@@ -255,8 +255,7 @@ class VectorIndex:
             old_x = _faiss().downcast_index(held.index).reconstruct_n(0, held.ntotal)
             ids, x = np.concatenate([old_ids, ids]), np.concatenate([old_x, x])
         index = train_ivf(self.target_kind, self.dim, x, self.params)
-        for start in range(0, ids.size, _CHUNK):
-            index.add_with_ids(x[start:start + _CHUNK], ids[start:start + _CHUNK])
+        add_in_chunks(index, x, ids)
         self._index = index
 
     def _changed(self) -> None:

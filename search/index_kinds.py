@@ -66,6 +66,19 @@ def load_faiss():
     return faiss
 
 
+ADD_CHUNK = 65_536   # rows per FAISS add call: bounds FAISS's temporary buffers
+
+
+def add_in_chunks(index, x: np.ndarray, ids: np.ndarray | None = None) -> None:
+    """Add (n, d) float32 ``x`` (with int64 ``ids`` when given) ``ADD_CHUNK`` rows a call."""
+    for start in range(0, x.shape[0], ADD_CHUNK):
+        part = x[start:start + ADD_CHUNK]
+        if ids is None:
+            index.add(part)
+        else:
+            index.add_with_ids(part, ids[start:start + ADD_CHUNK])
+
+
 @contextmanager
 def faiss_threads(n: int | None):
     """Run the block with at most ``n`` FAISS (OpenMP) threads in the calling thread.

@@ -45,7 +45,7 @@ from .errors import BadRequest, IndexMismatch, NotFound
 from .index import _RWLock
 from .index_file import (_fsync_dir, _sha256, _write_json_atomic, json_meta,
                          read_sidecar_json, sidecar_path, write_faiss_atomic)
-from .index_kinds import load_faiss, new_flat
+from .index_kinds import add_in_chunks, load_faiss, new_flat
 from .large_base import (MANIFEST, Base, BaseWriter, LargeParams, choose_layout,
                          generation_dirs, large_nlist, min_train_vectors, train_ivfpq,
                          train_sample_size, train_scan)
@@ -59,7 +59,6 @@ FORMAT_VERSION = 1
 DELTA_MAX = 50_000        # delta rows searched exactly before compaction is due (~8 ms at 512-d)
 TOMBSTONE_FRACTION = 0.25
 STALE_BUILD_S = 24 * 3600  # an unfinished generation this old is a crashed build
-_CHUNK = 65_536
 
 
 def base_root(path: str) -> str:
@@ -191,8 +190,7 @@ class LargeIndex:
             return
         with self._lock.write():
             self._remove_locked(np.sort(ids))
-            for start in range(0, ids.size, _CHUNK):
-                self._delta.add_with_ids(x[start:start + _CHUNK], ids[start:start + _CHUNK])
+            add_in_chunks(self._delta, x, ids)
             self._changed()
 
     def remove(self, ids: np.ndarray) -> int:

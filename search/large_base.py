@@ -65,7 +65,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import BadRequest, IndexMismatch, NotFound
-from .index_kinds import MIN_LISTS, MIN_POINTS_PER_LIST, default_pq_m, load_faiss
+from .index_kinds import (MIN_LISTS, MIN_POINTS_PER_LIST, add_in_chunks, default_pq_m,
+                          load_faiss)
 from .vectors import as_ids, as_matrix, check_unit_norm
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,6 @@ MIN_IVF_COVERAGE = 0.6   # below: neighbours scatter over the lists; scan instea
 COVERAGE_QUERIES = 200
 VECTOR_FILES = {"float16": "vectors.f16", "float32": "vectors.f32"}
 SHARD_SIZE = 262_144          # vectors per shard: 1 GiB of float32 at d=512 while adding
-_ADD_CHUNK = 65_536
 
 
 @dataclass
@@ -277,6 +277,7 @@ class BaseWriter:
         self._scan = trained if self.layout == "scan" else None
         self._trained = None if self._scan is not None else faiss.serialize_index(trained)
         self.scan_shard_count = 0
+        self.batches = 0          # shards of shard_size rows encoded so far
         if self._scan is not None:
             count = p.scan_shards or max(1, min(8, os.cpu_count() or 1))
             # IndexRefine owns the trained parts: the refine PQ gets every row in order
@@ -327,14 +328,13 @@ class BaseWriter:
         started = time.perf_counter()
         if self._scan is not None:
             rows = np.arange(self.n, self.n + ids.size, dtype=np.int64)
-            for start in range(0, ids.size, _ADD_CHUNK):
-                self._refine.add(x[start:start + _ADD_CHUNK])
+            add_in_chunks(self._refine, x)
             # every shard gets an equal slice of each batch: balanced whatever n is
             for shard, part in zip(self._scan_shards,
                                    np.array_split(np.arange(ids.size), len(self._scan_shards))):
                 if part.size:
                     shard.add_with_ids(x[part], rows[part])
-            self._shards.append("")       # counted only: nothing to merge
+            self.batches += 1
             self._vectors.write(x.astype(self._dtype).tobytes())
             self._ids.append(ids)
             self.n += ids.size
@@ -343,8 +343,8 @@ class BaseWriter:
             return
         shard = faiss.deserialize_index(self._trained)
         rows = np.arange(self.n, self.n + ids.size, dtype=np.int64)   # the lists hold rows
-        for start in range(0, ids.size, _ADD_CHUNK):
-            shard.add_with_ids(x[start:start + _ADD_CHUNK], rows[start:start + _ADD_CHUNK])
+        add_in_chunks(shard, x, rows)
+        self.batches += 1
         path = os.path.join(self.directory, f"shard-{len(self._shards):05d}.faiss")
         faiss.write_index(shard, path)
         del shard
@@ -396,7 +396,7 @@ class BaseWriter:
             os.fsync(fh.fileno())
         _fsync_dir(self.directory)
         log.info("ondisk base (%s) of %d vectors finished from %d shards in %.1fs: %s",
-                 self.layout, ids.size, len(self._shards), time.perf_counter() - started,
+                 self.layout, ids.size, self.batches, time.perf_counter() - started,
                  self.directory)
         return self.directory
 
