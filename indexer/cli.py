@@ -222,7 +222,7 @@ def texts_group():
 @click.pass_obj
 def texts_add(obj: CliContext, file, source):
     """Add texts from FILE: one per line, or JSONL objects with a "text" field."""
-    from .texts import add_texts_file
+    from search.corpus import add_texts_file
 
     n_added, n_read = add_texts_file(obj.library(), obj.encoder(), file, source=source)
     click.echo(f"added {n_added} texts ({n_read - n_added} duplicates skipped)")
@@ -233,7 +233,7 @@ def texts_add(obj: CliContext, file, source):
 @click.pass_obj
 def texts_remove(obj: CliContext, source):
     """Remove texts by source."""
-    from .texts import remove_texts
+    from search.corpus import remove_texts
 
     n = remove_texts(obj.library(), source)
     click.echo(f"removed {n} texts")

@@ -15,6 +15,7 @@ import numpy as np
 
 from search.encoder import Preprocess
 from search.errors import SearchError
+from search.fileio import sha256_file
 from search.images import decode_image
 
 
@@ -51,14 +52,10 @@ def read_sidecar(path: str) -> str | None:
 
 def hash_file(path: str) -> tuple[str, str | None]:
     """(path, sha256 hex) or (path, None) when unreadable."""
-    h = hashlib.sha256()
     try:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
+        return path, sha256_file(path)
     except OSError:
         return path, None
-    return path, h.hexdigest()
 
 
 def decode_file(path: str, preprocess: Preprocess, max_pixels: int) -> Decoded:

@@ -28,17 +28,14 @@ from sqlalchemy import select, update
 
 from search.config import Settings
 from search.library import Library
-from search.store import (STATUS_INDEXED, STATUS_SKIPPED, FileState, MediaItem, TextEntry,
-                          pack, text_hash, utcnow)
+from search.schema import (SIDECAR, STATUS_INDEXED, STATUS_SKIPPED, FileState, MediaItem,
+                           TextEntry, pack, sidecar_source, text_hash, utcnow)
 
 from .decode import Decoded, decode_file, hash_file, read_sidecar
 from .discover import FoundFile, resolve_root, walk
 from .workers import CRASH_REASON, WorkerPool, window_map
 
 log = logging.getLogger(__name__)
-
-SIDECAR = "sidecar:"
-
 
 @dataclass
 class Progress:
@@ -266,11 +263,11 @@ class IndexJob:
         added: list[tuple[TextEntry, np.ndarray]] = []
         with self.store.session() as s:
             for part in range(0, len(replaced), 500):
-                srcs = [SIDECAR + p for p in replaced[part:part + 500]]
+                srcs = [sidecar_source(p) for p in replaced[part:part + 500]]
                 s.execute(TextEntry.__table__.delete().where(TextEntry.source.in_(srcs)))
             for (path, caption), vec in zip(captions, vecs if vecs is not None else []):
                 t = TextEntry(text=caption, text_hash=text_hash(caption),
-                              source=SIDECAR + path, item_id=states[path].id, vector=pack(vec))
+                              source=sidecar_source(path), item_id=states[path].id, vector=pack(vec))
                 s.add(t)
                 added.append((t, vec))
             s.flush()
@@ -318,34 +315,21 @@ class IndexJob:
         moved_paths = {f.path for _, f in moves}
         moved_ids = {st.id for st, _ in moves}
         gone = [st for st in missing if st.id not in moved_ids]
-        gone_ids = [st.id for st in gone]
-        gone_text_ids: list[int] = []
         with self.store.session() as s:
             for st, f in moves:
                 s.execute(update(MediaItem).where(MediaItem.id == st.id).values(
                     path=f.path, root=f.root, size=f.size, mtime=f.mtime))
-                s.execute(update(TextEntry).where(TextEntry.source == SIDECAR + st.path)
-                          .values(source=SIDECAR + f.path))
-            for part in range(0, len(gone), 500):
-                chunk = gone[part:part + 500]
-                srcs = [SIDECAR + st.path for st in chunk]
-                gone_text_ids += s.scalars(select(TextEntry.id)
-                                           .where(TextEntry.source.in_(srcs))).all()
-                s.execute(TextEntry.__table__.delete().where(TextEntry.source.in_(srcs)))
-                s.execute(MediaItem.__table__.delete().where(
-                    MediaItem.id.in_([st.id for st in chunk])))
-        self._index_remove("images", gone_ids)
-        self._index_remove("texts", gone_text_ids)
+                s.execute(update(TextEntry).where(TextEntry.source == sidecar_source(st.path))
+                          .values(source=sidecar_source(f.path)))
+            gone_ids, gone_text_ids = self.store.delete_items_with_captions(
+                [st.id for st in gone], session=s)
+        self.library.forget_ids("images", gone_ids)
+        self.library.forget_ids("texts", gone_text_ids)
         self.summary.moved += len(moves)
         self.summary.removed += len(gone)
         if moves or gone:
             log.info("%d moved or renamed, %d removed", len(moves), len(gone))
         return [f for f in to_embed if f.path not in moved_paths]
-
-    def _index_remove(self, table: str, ids: list[int]) -> None:
-        idx = self.library.indexes.get(table)
-        if idx is not None and ids:
-            idx.remove(np.asarray(ids, np.int64))
 
     def _embed(self, pool, files: list[FoundFile], states: dict[str, FileState]) -> None:
         total = len(files)
@@ -415,7 +399,7 @@ class IndexJob:
                     else:
                         for k, v in fields.items():
                             setattr(item, k, v)
-                    src = SIDECAR + dec.path
+                    src = sidecar_source(dec.path)
                     drop_text_ids += s.scalars(select(TextEntry.id)
                                                .where(TextEntry.source == src)).all()
                     s.execute(TextEntry.__table__.delete().where(TextEntry.source == src))
@@ -434,7 +418,7 @@ class IndexJob:
             new_texts = []
             for (dec, caption), vec in zip(captions, cap_vecs if cap_vecs is not None else []):
                 t = TextEntry(text=caption, text_hash=text_hash(caption),
-                              source=SIDECAR + dec.path, item_id=rows[dec.path].id,
+                              source=sidecar_source(dec.path), item_id=rows[dec.path].id,
                               vector=pack(vec))
                 s.add(t)
                 new_texts.append((t, vec))

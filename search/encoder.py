@@ -21,7 +21,6 @@ identical vector.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import socket
@@ -32,6 +31,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import BadRequest, ModelUnavailable
+from .fileio import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -118,17 +118,6 @@ class Encoder(Protocol):
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray: ...
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray: ...
-
-
-def sha256_file(path: str, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:

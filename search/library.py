@@ -248,6 +248,22 @@ class Library:
         if not isinstance(idx, LargeIndex) and os.path.isdir(base_root(path)):
             shutil.rmtree(base_root(path), ignore_errors=True)   # left by an ondisk index
 
+    def delete_items(self, ids) -> tuple[list[int], list[int]]:
+        """Remove items from the library: their rows, vectors and sidecar captions in one
+        transaction, then their ids from the in-memory indexes. Returns ``(item ids, text ids)`` removed. Index files are not
+        written here (:meth:`save`); a crash before that is repaired from the store on the
+        next load."""
+        item_ids, text_ids = self.store.delete_items_with_captions(ids)
+        self.forget_ids("images", item_ids)
+        self.forget_ids("texts", text_ids)
+        return item_ids, text_ids
+
+    def forget_ids(self, table: str, ids) -> None:
+        """Drop ``ids`` from the in-memory index of ``table`` (rows already gone)."""
+        idx = self.indexes.get(table)
+        if idx is not None and len(ids):
+            idx.remove(np.asarray(ids, np.int64))
+
     def search(self, table: str, queries: np.ndarray, k: int, **kw):
         """Search ``table``; empty results when it has no index yet."""
         idx = self.indexes[table]

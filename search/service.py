@@ -18,11 +18,12 @@ from .errors import BadRequest, NotFound
 from .images import decode_image
 from .index_kinds import faiss_threads
 from .library import Library
-from .store import STATUS_INDEXED, ItemFilter, unpack
+from .schema import STATUS_INDEXED, ItemFilter, unpack
 
 log = logging.getLogger(__name__)
 
 MAX_K = 1000
+MAX_OFFSET = 100_000   # deepest page start a search accepts
 DATE_SORT_WINDOW = 1000  # hits (by score) that a date-sorted listing orders
 RELOAD_CHECK_SECONDS = 1.0
 
@@ -60,8 +61,8 @@ class SearchRequest:
             raise BadRequest("a query needs at least one term")
         if not 1 <= self.k <= MAX_K:
             raise BadRequest(f"k must be between 1 and {MAX_K}")
-        if not 0 <= self.offset <= 100_000:
-            raise BadRequest("offset must be between 0 and 100000")
+        if not 0 <= self.offset <= MAX_OFFSET:
+            raise BadRequest(f"offset must be between 0 and {MAX_OFFSET}")
         if self.sort not in ("score", "date"):
             raise BadRequest("sort must be 'score' or 'date'")
         if self.threshold is not None and not -1.0 <= self.threshold <= 1.0:

@@ -1,4 +1,7 @@
-"""Metadata store: SQLAlchemy 2.0 models and the queries clipsearch needs.
+"""Metadata store: the engine, sessions and the queries clipsearch needs.
+
+The tables are declared in :mod:`search.schema` (re-exported here for callers that
+think of them as "the store's").
 
 The store is the source of truth. Each indexed image and each text keeps its
 vector (float32 bytes) next to its metadata, committed in the same
@@ -11,182 +14,23 @@ SQLAlchemy URL otherwise (PostgreSQL is tested).
 """
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
+import json
 import logging
 import os
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
-from sqlalchemy import (BigInteger, DateTime, Float, ForeignKey, Integer, LargeBinary, String,
-                        Text, UniqueConstraint, create_engine, delete, event, func, or_, select)
-from sqlalchemy.orm import (DeclarativeBase, Mapped, Session, defer, mapped_column,
-                            sessionmaker)
+from sqlalchemy import create_engine, delete, event, func, or_, select
+from sqlalchemy.orm import Session, defer, sessionmaker
 
 from .errors import ModelMismatch, NotFound
+from .schema import (ITEM_FIELDS, SCHEMA_VERSION, STATUS_INDEXED, STATUS_SKIPPED,  # noqa: F401
+                     TEXT_FIELDS, Base, FileState, ItemFilter, Job, MediaItem, MetaEntry,
+                     TextEntry, item_dict, pack, sidecar_source, text_dict, text_hash, unpack,
+                     utcnow)
 
 log = logging.getLogger(__name__)
-
-SCHEMA_VERSION = 2  # = the head migration in search/migrations
-STATUS_INDEXED = "indexed"
-STATUS_SKIPPED = "skipped"
-
-# SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets BIGINT ids.
-IdType = BigInteger().with_variant(Integer, "sqlite")
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class MediaItem(Base):
-    """One file under a library root: indexed (with a vector) or skipped (with a reason)."""
-
-    __tablename__ = "media_items"
-
-    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
-    root: Mapped[str] = mapped_column(Text, index=True)
-    path: Mapped[str] = mapped_column(Text, unique=True)  # absolute, normalised
-    size: Mapped[int] = mapped_column(BigInteger)
-    mtime: Mapped[float] = mapped_column(Float)
-    content_hash: Mapped[str | None] = mapped_column(String(64), index=True)
-    width: Mapped[int | None] = mapped_column(Integer)
-    height: Mapped[int | None] = mapped_column(Integer)
-    format: Mapped[str | None] = mapped_column(String(16), index=True)
-    captured_at: Mapped[dt.datetime | None] = mapped_column(DateTime, index=True)
-    camera: Mapped[str | None] = mapped_column(String(200))
-    status: Mapped[str] = mapped_column(String(16), index=True)
-    skip_reason: Mapped[str | None] = mapped_column(Text)
-    vector: Mapped[bytes | None] = mapped_column(LargeBinary)
-    indexed_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
-
-    def to_dict(self) -> dict:
-        return item_dict(self)
-
-
-class TextEntry(Base):
-    """A text of the corpus searched by image-to-text queries."""
-
-    __tablename__ = "texts"
-    __table_args__ = (UniqueConstraint("source", "text_hash", name="uq_texts_source_hash"),)
-
-    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
-    text: Mapped[str] = mapped_column(Text)
-    text_hash: Mapped[str] = mapped_column(String(64))
-    source: Mapped[str] = mapped_column(String(1024), index=True)
-    item_id: Mapped[int | None] = mapped_column(
-        IdType, ForeignKey("media_items.id", ondelete="SET NULL"), index=True)
-    vector: Mapped[bytes | None] = mapped_column(LargeBinary)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
-
-    def to_dict(self) -> dict:
-        return text_dict(self)
-
-
-ITEM_FIELDS = ("id", "path", "root", "size", "mtime", "content_hash", "width", "height",
-               "format", "captured_at", "camera", "status", "skip_reason")
-TEXT_FIELDS = ("id", "text", "source", "item_id")
-
-
-def item_dict(row) -> dict:
-    """The public fields of an item (a MediaItem or a row of :data:`ITEM_FIELDS`)."""
-    out = {name: getattr(row, name) for name in ITEM_FIELDS}
-    if out["captured_at"] is not None:
-        out["captured_at"] = out["captured_at"].isoformat()
-    return out
-
-
-def text_dict(row) -> dict:
-    return {name: getattr(row, name) for name in TEXT_FIELDS}
-
-
-class Job(Base):
-    """A background indexing job started through the API; any web worker can report it."""
-
-    __tablename__ = "jobs"
-
-    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
-    roots: Mapped[str] = mapped_column(Text)  # JSON list
-    state: Mapped[str] = mapped_column(String(16), index=True)  # queued running done failed
-    phase: Mapped[str | None] = mapped_column(String(32))
-    done: Mapped[int] = mapped_column(Integer, default=0)
-    total: Mapped[int] = mapped_column(Integer, default=0)
-    rate: Mapped[float] = mapped_column(Float, default=0.0)
-    eta: Mapped[float | None] = mapped_column(Float)
-    summary: Mapped[str | None] = mapped_column(Text)  # JSON of indexer Summary.to_dict()
-    error: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
-    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
-
-    def to_dict(self) -> dict:
-        import json
-        return {
-            "id": self.id, "roots": json.loads(self.roots), "state": self.state,
-            "progress": {"phase": self.phase, "done": self.done, "total": self.total,
-                         "rate": self.rate, "eta": self.eta},
-            "summary": json.loads(self.summary) if self.summary else None,
-            "error": self.error,
-            "created_at": self.created_at.isoformat() if self.created_at else None,
-            "updated_at": self.updated_at.isoformat() if self.updated_at else None,
-        }
-
-
-class MetaEntry(Base):
-    """Key/value facts about the store: schema version, model identity."""
-
-    __tablename__ = "meta"
-
-    key: Mapped[str] = mapped_column(String(64), primary_key=True)
-    value: Mapped[str] = mapped_column(Text)
-
-
-def text_hash(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def pack(vec: np.ndarray) -> bytes:
-    return np.ascontiguousarray(vec, dtype=np.float32).tobytes()
-
-
-def unpack(blob: bytes, dim: int | None = None) -> np.ndarray:
-    v = np.frombuffer(blob, dtype=np.float32)
-    if dim is not None and v.size != dim:
-        raise ModelMismatch(f"stored vector has dimension {v.size}, expected {dim}")
-    return v
-
-
-@dataclass(frozen=True)
-class FileState:
-    """What the indexer compares against a stat: the stored view of one path."""
-
-    id: int
-    path: str
-    size: int
-    mtime: float
-    content_hash: str | None
-    status: str
-
-
-@dataclass(frozen=True)
-class ItemFilter:
-    """Metadata filters on images; all given conditions must hold."""
-
-    path_prefixes: tuple[str, ...] = ()  # any of them (e.g. one folder under each library root)
-    captured_after: dt.datetime | None = None
-    captured_before: dt.datetime | None = None
-    formats: tuple[str, ...] = ()
-    min_width: int | None = None
-    min_height: int | None = None
-
-    def is_empty(self) -> bool:
-        return not (self.path_prefixes or self.captured_after or self.captured_before
-                    or self.formats or self.min_width or self.min_height)
 
 
 def _sqlite_pragmas(dbapi_conn, _record):
@@ -249,7 +93,6 @@ class Store:
             s.merge(MetaEntry(key=key, value=value))
 
     def model_identity(self) -> dict | None:
-        import json
         raw = self.get_meta("model")
         return json.loads(raw) if raw else None
 
@@ -259,7 +102,6 @@ class Store:
         Raises :class:`ModelMismatch` naming both models when the store holds
         vectors of a different model (unless ``allow_change``, used by re-embed).
         """
-        import json
         current = self.model_identity()
         if current == identity:
             return
@@ -400,11 +242,36 @@ class Store:
             return np.asarray(s.scalars(q.order_by(MediaItem.id)).all(), dtype=np.int64)
 
     def delete_items(self, ids: Sequence[int]) -> int:
+        """Delete item rows only (texts keep their rows, unlinked); returns how many went.
+        Removing an item from the library is :meth:`delete_items_with_captions`."""
         n = 0
         with self.session() as s:
             for part in _chunks([int(i) for i in ids], 900):
                 n += s.execute(delete(MediaItem).where(MediaItem.id.in_(part))).rowcount or 0
         return n
+
+    def delete_items_with_captions(self, ids: Sequence[int], *, session: Session | None = None
+                                   ) -> tuple[list[int], list[int]]:
+        """Delete items and their sidecar captions in one transaction (``session``'s when
+        given, else a new one). Returns ``(item ids deleted, text ids deleted)``; ids that
+        do not exist are ignored."""
+        if session is None:
+            with self.session() as s:
+                return self.delete_items_with_captions(ids, session=s)
+        s = session
+        gone_items: list[int] = []
+        gone_texts: list[int] = []
+        for part in _chunks(sorted({int(i) for i in ids}), 500):
+            rows = s.execute(select(MediaItem.id, MediaItem.path)
+                             .where(MediaItem.id.in_(part))).all()
+            if not rows:
+                continue
+            sources = [sidecar_source(r.path) for r in rows]
+            gone_texts += s.scalars(select(TextEntry.id).where(TextEntry.source.in_(sources))).all()
+            s.execute(delete(TextEntry).where(TextEntry.source.in_(sources)))
+            s.execute(delete(MediaItem).where(MediaItem.id.in_([r.id for r in rows])))
+            gone_items += [r.id for r in rows]
+        return gone_items, gone_texts
 
     # -- texts ---------------------------------------------------------------
     def add_texts(self, entries: Sequence[tuple[str, str, int | None]],

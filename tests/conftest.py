@@ -166,7 +166,7 @@ def make_settings():
 
 @pytest.fixture(scope="session")
 def indexed_library(tmp_path_factory, encoder) -> IndexedLibrary:
-    from indexer.texts import add_texts
+    from search.corpus import add_texts
 
     base = tmp_path_factory.mktemp("indexed")
     root = os.path.realpath(str(base / "library"))

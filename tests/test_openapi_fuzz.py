@@ -41,7 +41,7 @@ def test_document_covers_every_api_route(app):
 @pytest.fixture(scope="module")
 def fuzz_app(tmp_path_factory, encoder):
     """An app over its own small library: the fuzzer holds a valid key and may delete."""
-    from indexer.texts import add_texts
+    from search.corpus import add_texts
     from web import create_app
 
     base = tmp_path_factory.mktemp("fuzz")

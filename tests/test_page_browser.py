@@ -109,7 +109,7 @@ def library(tmp_path_factory, encoder):
     ``encoder`` is conftest's session-wide tiny open_clip model (random weights).
     """
     from indexer.pipeline import IndexJob
-    from indexer.texts import add_texts
+    from search.corpus import add_texts
     from search.config import Settings
     from search.library import Library
 

@@ -8,7 +8,9 @@ import os
 import numpy as np
 from flask import Blueprint, Response, current_app, jsonify, request, send_file
 
+from search.corpus import add_texts, check_source, remove_texts
 from search.errors import BadRequest, Forbidden, NotFound, UnsupportedMedia
+from search.schema import SIDECAR
 from search.service import Term
 
 from .auth import (check_key, end_session, rate_limited, request_session, requires_key,
@@ -212,12 +214,7 @@ def item_delete(item_id: int):
     with rt.write_lock():
         library.reload_if_changed()
         item = indexed_item(library.store, _id(item_id))
-        text_ids = library.store.delete_texts(source="sidecar:" + item.path)
-        library.store.delete_items([item.id])
-        for table, ids in (("images", [item.id]), ("texts", text_ids)):
-            idx = library.indexes.get(table)
-            if idx is not None and ids:
-                idx.remove(np.asarray(ids, np.int64))
+        library.delete_items([item.id])
         library.save()
     drop_thumbnails(item.id, rt.thumb_dir)
     rt.forget_roots()
@@ -319,8 +316,6 @@ def job_status(job_id: int):
 @requires_key("write")
 def texts_add():
     _args()
-    from indexer.texts import add_texts
-
     rt = _rt()
     body = _json_body()
     check_keys(body, ("texts", "source"), "the JSON body")
@@ -330,9 +325,7 @@ def texts_add():
     clean = [str_param(t, "each text", MAX_TEXT_LEN).strip() for t in texts]
     if not all(clean):
         raise BadRequest("texts must not be empty")
-    source = str_param(body.get("source", "api"), "source", 200).strip()
-    if not source or source.startswith("sidecar:"):
-        raise BadRequest("source must be a non-empty label not starting with 'sidecar:'")
+    source = check_source(str_param(body.get("source", "api"), "source", 200))
     svc = rt.service()
     with rt.write_lock():
         svc.library.reload_if_changed()
@@ -345,13 +338,11 @@ def texts_add():
 @bp.delete("/texts")
 @requires_key("write")
 def texts_delete():
-    from indexer.texts import remove_texts
-
     rt = _rt()
     source = _args("source").get("source")
     if source is None or not str_param(source, "source", 200).strip():
         raise BadRequest("the query parameter source is required")
-    if source.startswith("sidecar:"):
+    if source.startswith(SIDECAR):
         raise BadRequest("sidecar captions belong to their images and cannot be removed here")
     svc = rt.service()
     with rt.write_lock():

@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from search.errors import BadRequest
-from search.service import MAX_K
-from search.store import ItemFilter
+from search.schema import ItemFilter
+from search.service import MAX_K, MAX_OFFSET
 
-MAX_OFFSET = 100_000
 MAX_TEXT_CHARS = 1000
 MAX_TERMS = 16
 DEFAULT_K = 20

@@ -24,7 +24,7 @@ if config.config_file_name and config.attributes.get("connection") is None:
 def _target_metadata():
     # Only autogenerate (and `alembic check`) compares against today's models;
     # the revisions themselves never import them.
-    from search.store import Base
+    from search.schema import Base
 
     return Base.metadata
 

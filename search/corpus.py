@@ -1,4 +1,9 @@
-"""Filling the text corpus from files: one text per line, or JSONL objects."""
+"""The text corpus searched by image-to-text queries: reading, adding and removing texts.
+
+Texts are stored with their vectors (one transaction per batch) and then added to the
+in-memory text index; the index file is saved at the end. Sidecar captions belong to
+their images (source ``sidecar:PATH``) and are managed by the indexer, not here.
+"""
 from __future__ import annotations
 
 import json
@@ -7,8 +12,9 @@ import os
 
 import numpy as np
 
-from search.errors import BadRequest
-from search.library import Library
+from .errors import BadRequest
+from .library import Library
+from .schema import SIDECAR
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +50,17 @@ def read_texts(path: str) -> list[tuple[str, str | None]]:
     return out
 
 
+def check_source(source: str) -> str:
+    """A user-given source label, stripped; BadRequest when empty or a sidecar's."""
+    source = source.strip()
+    if not source or source.startswith(SIDECAR):
+        raise BadRequest(f"source must be a non-empty label not starting with {SIDECAR!r}")
+    return source
+
+
 def add_texts(library: Library, encoder, entries: list[tuple[str, str]]) -> int:
-    """Embed and store (text, source) pairs; duplicates of a (source, text) are skipped."""
+    """Embed and store (text, source) pairs; duplicates of a (source, text) are skipped.
+    Returns how many were added."""
     library.bind_model(encoder.identity)
     added = 0
     for i in range(0, len(entries), BATCH):
@@ -70,9 +85,9 @@ def add_texts_file(library: Library, encoder, path: str, *, source: str | None =
 
 
 def remove_texts(library: Library, source: str) -> int:
+    """Delete every text of ``source``; returns how many went."""
     ids = library.store.delete_texts(source=source)
-    idx = library.indexes.get("texts")
-    if idx is not None and ids:
-        idx.remove(np.asarray(ids, np.int64))
+    if ids:
+        library.forget_ids("texts", ids)
         library.save()
     return len(ids)
