@@ -50,6 +50,7 @@ COPY pyproject.toml setup.cfg README.md ./
 COPY search/ search/
 COPY indexer/ indexer/
 COPY web/ web/
+COPY clipsearch/ clipsearch/
 
 # --- GPU image: CUDA torch and faiss-gpu-cu12 (needs the NVIDIA container toolkit) ------
 FROM base AS gpu

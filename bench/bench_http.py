@@ -189,7 +189,7 @@ def start_server(settings: Settings, port: int, workers: int, threads: int,
            "CLIPSEARCH_MODEL": settings.model, "CLIPSEARCH_PRETRAINED": settings.pretrained or "",
            "CLIPSEARCH_DEVICE": settings.device or "", "CLIPSEARCH_RATE_LIMIT": "0",
            "CLIPSEARCH_INDEX_TYPE": settings.index_type, **env_extra}
-    cmd = [sys.executable, "-m", "indexer.cli", "-q", "serve", "--port", str(port), "--workers",
+    cmd = [sys.executable, "-m", "clipsearch", "-q", "serve", "--port", str(port), "--workers",
            str(workers), "--threads", str(threads), "--no-access-log"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 
-# As the clipsearch command does (indexer/cli.py main): idle torch threads sleep. The
+# As the clipsearch command does (clipsearch/main.py main): idle torch threads sleep. The
 # setting is process-wide, so the bare forward and the end-to-end run share it.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -32,10 +32,10 @@ from PIL import Image  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from indexer.pipeline import IndexJob  # noqa: E402
+from search.ingest.job import IndexJob  # noqa: E402
 from search.config import Settings  # noqa: E402
 from search.encoder import OpenClipEncoder  # noqa: E402
-from search.images import decode_image  # noqa: E402
+from search.media.images import decode_image  # noqa: E402
 from search.library import Library  # noqa: E402
 
 

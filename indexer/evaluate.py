@@ -35,7 +35,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from search.errors import BadRequest, NotFound, SearchError
-from search.images import decode_image
+from search.media.images import decode_image
 
 log = logging.getLogger(__name__)
 
@@ -158,8 +158,8 @@ def _columns(rows: list[dict], source: str) -> list[tuple[str, str]]:
 
 
 def _pairs_from_folder(folder: str) -> list[tuple[str, str]]:
-    from .decode import read_sidecar
-    from .discover import walk
+    from search.ingest.decode import read_sidecar
+    from search.ingest.discover import walk
 
     pairs = []
     for found in walk(os.path.abspath(folder)):

@@ -1,4 +1,4 @@
-"""Distributed embedding on a Ray cluster: an embedder for :class:`indexer.pipeline.IndexJob`.
+"""Distributed embedding on a Ray cluster: an embedder for :class:`search.ingest.job.IndexJob`.
 
 The driver (the ``clipsearch index`` process) still scans the library, finds
 moves and removals, and commits every result to the store and the FAISS index
@@ -11,7 +11,7 @@ How the work is spread:
 * The file list is cut into shards (a few hundred paths each). A shard goes to
   a Ray actor, :class:`ShardEmbedder`, which loaded the encoder once when it
   started; it decodes, hashes and preprocesses the files
-  (:func:`indexer.decode.decode_file`) and encodes them in batches.
+  (:func:`search.ingest.decode.decode_file`) and encodes them in batches.
 * One actor per GPU (``num_gpus=1``) when the cluster has GPUs, otherwise one
   actor per ``cpus_per_actor`` CPUs. Ray's :class:`~ray.util.actor_pool.ActorPool`
   hands each idle actor the next shard.
@@ -52,9 +52,9 @@ from search.config import Settings
 from search.encoder import ModelIdentity, OpenClipEncoder
 from search.errors import ModelMismatch, SearchError
 
-from .decode import Decoded, decode_file
-from .discover import FoundFile
-from .pipeline import batch_encode
+from search.ingest.decode import Decoded, decode_file
+from search.ingest.discover import FoundFile
+from search.ingest.embed import batch_encode
 
 try:  # optional dependency: pip install 'clipsearch[ray]'
     import ray
@@ -185,7 +185,7 @@ def plan_actors(resources: dict, nodes: list[dict], *, actors: int | None,
 
 
 class RayEmbedder:
-    """Embedder for :class:`~indexer.pipeline.IndexJob` running on a Ray cluster.
+    """Embedder for :class:`~search.ingest.job.IndexJob` running on a Ray cluster.
 
     Call it with the list of files to embed; it yields ``(Decoded, vector or
     None)`` in the order of that list (vector: float32 ``(d,)``, unit norm).

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import BadRequest, NotFound
-from .images import decode_image
+from .media.images import decode_image
 from .index_kinds import faiss_threads
 from .library import Library
 from .schema import STATUS_INDEXED, ItemFilter, unpack

@@ -128,7 +128,7 @@ def build_settings(data_dir: str, **overrides):
 
 def index_folder(settings, encoder, root: str):
     """Index ``root`` into ``settings.data_dir``; returns a loaded SearchService."""
-    from indexer.pipeline import IndexJob
+    from search.ingest.job import IndexJob
     from search.library import Library
     from search.service import SearchService
 

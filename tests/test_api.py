@@ -390,7 +390,7 @@ def test_clipsearch_serve_subprocess(indexed_library):
            "CLIPSEARCH_MODEL": indexed_library.settings.model, "CLIPSEARCH_PRETRAINED": "none",
            "CLIPSEARCH_API_KEYS": API_KEY, "CLIPSEARCH_DEVICE": "cpu"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "indexer.cli", "serve", "--port", str(port), "--threads", "2"],
+        [sys.executable, "-m", "clipsearch", "serve", "--port", str(port), "--threads", "2"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=os.getcwd())
     try:
         deadline = time.monotonic() + 90

@@ -178,7 +178,7 @@ def test_symlink_swapped_in_after_indexing_is_404(writable_library, tmp_path):
 
 
 def test_skipped_files_are_not_served(writable_library):
-    from indexer.pipeline import IndexJob
+    from search.ingest.job import IndexJob
     from web import create_app
 
     bad = os.path.join(writable_library.root, "warm", "broken.png")

@@ -8,7 +8,7 @@ import numpy as np
 
 from conftest import build_settings
 from imagegen import make_library
-from indexer.pipeline import IndexJob
+from search.ingest.job import IndexJob
 from search.library import Library
 
 

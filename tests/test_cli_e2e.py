@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 
 def run_cli(env: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "indexer.cli", *args], env=env,
+    proc = subprocess.run([sys.executable, "-m", "clipsearch", *args], env=env,
                           capture_output=True, text=True, timeout=300)
     if check and proc.returncode != 0:
         raise AssertionError(f"clipsearch {' '.join(args)} exited {proc.returncode}:\n"

@@ -37,6 +37,95 @@ def test_every_setting_is_documented_in_the_readme():
     assert not missing, f"README.md does not document {missing}"
 
 
+PACKAGES = ("search", "indexer", "web", "clipsearch")   # lowest layer first
+LAYER = {name: rank for rank, name in enumerate(PACKAGES)}
+
+
+def _modules() -> dict[str, str]:
+    """``{dotted module name: file}`` of every module of the four packages."""
+    out = {}
+    for package in PACKAGES:
+        for dirpath, dirs, files in os.walk(os.path.join(ROOT, package)):
+            dirs[:] = [d for d in dirs if d not in ("__pycache__", "migrations")]
+            for f in files:
+                if f.endswith(".py"):
+                    rel = os.path.relpath(os.path.join(dirpath, f), ROOT)[:-3]
+                    name = rel.replace(os.sep, ".")
+                    out[name[:-len(".__init__")] if name.endswith(".__init__") else name] = \
+                        os.path.join(dirpath, f)
+    return out
+
+
+def _imported(module: str, path: str, known: set[str]) -> set[str]:
+    """Project modules that ``module`` imports anywhere (function-local imports included;
+    ``from pkg import name`` counts as importing ``pkg.name`` when that is a module)."""
+    is_package = path.endswith("__init__.py")
+    found = set()
+    for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
+        targets = []
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = module.split(".")
+                keep = len(parts) - node.level + (1 if is_package else 0)
+                base = ".".join(parts[:keep] + ([base] if base else []))
+            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base
+                       for a in node.names]
+        for name in targets:
+            while name and name not in known:
+                name = name.rpartition(".")[0]
+            if name and name != module:
+                found.add(name)
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = _modules()
+    known = set(modules)
+    return {m: _imported(m, path, known) for m, path in modules.items()}
+
+
+def test_layers_point_one_way():
+    """search <- indexer <- web <- clipsearch: nothing imports from a layer above it."""
+    bad = [f"{m} imports {t}" for m, targets in _graph().items() for t in sorted(targets)
+           if LAYER[t.split(".")[0]] > LAYER[m.split(".")[0]]]
+    assert not bad, bad
+
+
+def test_no_module_imports_another_that_imports_it_back():
+    """No import cycles at all (two modules importing each other is the shortest one)."""
+    graph = _graph()
+    index, low, stack, on_stack, cycles = {}, {}, [], set(), []
+
+    def visit(v):                       # Tarjan's strongly connected components
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    assert not cycles, cycles
+
+
 def _imports(path: str) -> set[str]:
     tree = ast.parse(open(path, encoding="utf-8").read())
     names = set()
@@ -69,10 +158,17 @@ def test_search_library_imports_no_edge_packages_and_reads_no_environment():
     assert not bad, bad
 
 
-def test_only_the_encoder_imports_torch_in_the_library():
-    users = []
-    for dirpath, _, files in os.walk(os.path.join(ROOT, "search")):
-        for f in files:
-            if f.endswith(".py") and {"torch", "open_clip"} & _imports(os.path.join(dirpath, f)):
-                users.append(f)
-    assert users == ["encoder.py"] or set(users) <= {"encoder.py", "__init__.py"}, users
+def test_only_the_encoder_and_the_bundled_models_import_torch_in_the_library():
+    users = sorted(m for m, path in _modules().items()
+                   if m.startswith("search") and {"torch", "open_clip"} & _imports(path))
+    assert users == ["search.encoder", "search.models"], users
+
+
+MAX_MODULE_LINES = 400
+
+
+def test_modules_stay_small():
+    """A module over 400 lines holds more than one concern: split it along one."""
+    long = {m: n for m, path in _modules().items()
+            if (n := sum(1 for _ in open(path, encoding="utf-8"))) > MAX_MODULE_LINES}
+    assert not long, long

@@ -44,7 +44,7 @@ def test_sigkill_at_random_points_then_resume(tmp_path):
     env = dict(os.environ, CLIPSEARCH_DATA_DIR=str(data), CLIPSEARCH_MODEL=TINY,
                CLIPSEARCH_PRETRAINED="none", CLIPSEARCH_WORKERS="1", CLIPSEARCH_BATCH_SIZE="8",
                CLIPSEARCH_CHECKPOINT_EVERY="10", PYTHONPATH=os.pathsep.join(sys.path))
-    cmd = [sys.executable, "-m", "indexer.cli", "-q", "index", root, "--no-progress", "--json"]
+    cmd = [sys.executable, "-m", "clipsearch", "-q", "index", root, "--no-progress", "--json"]
     rng = random.Random(20261128)
     kills = 0
     total = len(lib.good) + len(lib.bad)
@@ -70,7 +70,7 @@ def test_sigkill_at_random_points_then_resume(tmp_path):
 
     final = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert final.returncode == 0, final.stderr
-    check = subprocess.run([sys.executable, "-m", "indexer.cli", "check"], env=env,
+    check = subprocess.run([sys.executable, "-m", "clipsearch", "check"], env=env,
                            capture_output=True, text=True, timeout=120)
     assert check.returncode == 0, check.stdout + check.stderr
 

@@ -32,7 +32,7 @@ def test_demo_serves_the_gallery_and_stops_cleanly(tmp_path):
     for var in ("CLIPSEARCH_MODEL", "CLIPSEARCH_PRETRAINED", "CLIPSEARCH_DATA_DIR", "CLIPSEARCH_DB_URL"):
         env.pop(var, None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "indexer.cli", "demo", "--dir", str(tmp_path / "demo"),
+        [sys.executable, "-m", "clipsearch", "demo", "--dir", str(tmp_path / "demo"),
          "--port", str(port), "--no-access-log"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"

@@ -339,7 +339,7 @@ def _free_port() -> int:
 def _clipsearch() -> list[str]:
     """The `clipsearch` console script of this environment (what the image's entrypoint is)."""
     script = os.path.join(os.path.dirname(sys.executable), "clipsearch")
-    return [script] if os.path.exists(script) else [sys.executable, "-m", "indexer.cli"]
+    return [script] if os.path.exists(script) else [sys.executable, "-m", "clipsearch"]
 
 
 def _wipe_pg(url: str) -> None:

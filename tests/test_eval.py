@@ -143,7 +143,7 @@ def test_eval_command_prints_the_json_object(tmp_path):
 
     from click.testing import CliRunner
 
-    from indexer.commands_model import eval_cmd as eval_command
+    from clipsearch.commands_model import eval_cmd as eval_command
     from search.config import Settings
     from search.encoder import OpenClipEncoder
 

@@ -9,11 +9,11 @@ import pytest
 from PIL import Image
 
 from imagegen import png_bomb
-from indexer.decode import decode_file
-from indexer.discover import walk
+from search.ingest.decode import decode_file
+from search.ingest.discover import walk
 from search.encoder import Preprocess
 from search.errors import ImageError, UnsupportedMedia
-from search.images import decode_image, sniff_format
+from search.media.images import decode_image, sniff_format
 
 LIMIT = 50_000_000
 
@@ -33,7 +33,7 @@ def test_allowed_formats_decode_to_rgb(fmt):
 
 def test_heic_when_pillow_heif_is_installed():
     pytest.importorskip("pillow_heif")
-    from search.images import register_heif
+    from search.media.images import register_heif
 
     assert register_heif()
     d = decode_image(encoded(Image.new("RGB", (64, 48), (0, 128, 0)), "HEIF"), max_pixels=LIMIT)

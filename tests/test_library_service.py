@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from imagegen import make_library
-from indexer.pipeline import IndexJob
+from search.ingest.job import IndexJob
 from search.config import Settings
 from search.encoder import OpenClipEncoder
 from search.errors import BadRequest, ModelMismatch, NotFound, UnsupportedMedia

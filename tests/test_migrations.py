@@ -391,8 +391,8 @@ def test_unrecognisable_table_set_is_refused(tmp_path):
 
 
 def test_db_commands(tmp_path):
-    from indexer.cli import CliContext
-    from indexer.commands_db import db_group
+    from clipsearch.context import CliContext
+    from clipsearch.commands_db import db_group
     from search.config import Settings
 
     settings = Settings(data_dir=str(tmp_path / "data")).resolved()

@@ -108,7 +108,7 @@ def test_train_command_writes_a_loadable_checkpoint(tmp_path):
     """A tiny run of the real training loop (seconds): the checkpoint loads into the model."""
     from click.testing import CliRunner
 
-    from indexer.commands_model import train as train_command
+    from clipsearch.commands_model import train as train_command
     from search.models import build_model, load_trained
 
     out = CliRunner().invoke(train_command, ["--out", str(tmp_path), "--steps", "2",
@@ -122,7 +122,7 @@ def test_train_command_writes_a_loadable_checkpoint(tmp_path):
 def test_gallery_command(tmp_path):
     from click.testing import CliRunner
 
-    from indexer.commands_model import gallery as gallery_command
+    from clipsearch.commands_model import gallery as gallery_command
 
     out = CliRunner().invoke(gallery_command, [str(tmp_path), "--count", "3", "--size", "32"])
     assert out.exit_code == 0, out.output

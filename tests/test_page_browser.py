@@ -108,7 +108,7 @@ def library(tmp_path_factory, encoder):
 
     ``encoder`` is conftest's session-wide tiny open_clip model (random weights).
     """
-    from indexer.pipeline import IndexJob
+    from search.ingest.job import IndexJob
     from search.corpus import add_texts
     from search.config import Settings
     from search.library import Library

@@ -175,7 +175,7 @@ def test_indexer_runs_on_postgresql(tmp_path):
     import shutil
 
     from imagegen import make_library
-    from indexer.pipeline import IndexJob
+    from search.ingest.job import IndexJob
     from search.config import Settings
     from search.encoder import OpenClipEncoder
     from search.library import Library

@@ -11,8 +11,8 @@ import pytest
 from conftest import build_settings
 from crashing_task import double_or_die
 from imagegen import make_library
-from indexer.pipeline import IndexJob
-from indexer.workers import CRASH_REASON, WorkerPool, window_map
+from search.ingest.job import IndexJob
+from search.ingest.workers import CRASH_REASON, WorkerPool, window_map
 from search.library import Library
 from search.store import STATUS_INDEXED
 
@@ -70,7 +70,7 @@ def test_indexing_survives_a_killed_decoder_process(tmp_path, encoder, caplog):
             os.kill(workers[0].pid, signal.SIGKILL)
             killed.append(workers[0].pid)
 
-    with caplog.at_level("WARNING", logger="indexer.workers"):
+    with caplog.at_level("WARNING", logger="search.ingest.workers"):
         summary = IndexJob(library, encoder, settings, progress=progress).run([root])
     assert killed
     assert "a decoder process died; starting new ones" in caplog.text
@@ -86,7 +86,7 @@ def test_indexing_survives_a_killed_decoder_process(tmp_path, encoder, caplog):
 def test_a_file_whose_decoding_kills_the_process_is_skipped_with_its_reason(tmp_path):
     """What the indexer stores for a crasher: the reason, the file's real size and mtime
     (so an unchanged file is not retried on every run)."""
-    from indexer.pipeline import crashed_decode
+    from search.ingest.embed import crashed_decode
 
     path = tmp_path / "bad.png"
     path.write_bytes(b"\x89PNG" + bytes(100))

@@ -17,7 +17,7 @@ import tempfile
 from PIL import Image
 
 from search.errors import NotFound, SearchError
-from search.images import decode_image
+from search.media.images import decode_image
 from search.store import STATUS_INDEXED, MediaItem
 
 log = logging.getLogger(__name__)

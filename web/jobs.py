@@ -1,6 +1,6 @@
 """Background indexing jobs started over HTTP.
 
-A job runs :class:`indexer.pipeline.IndexJob` in a thread of the web process
+A job runs :class:`search.ingest.job.IndexJob` in a thread of the web process
 that accepted it, sharing that process's encoder and library (new items become
 searchable there as checkpoints commit; other workers pick the saved index up
 through the library's reload check). Its progress lives in the ``jobs`` table
@@ -135,7 +135,7 @@ class JobRunner:
             self._update(job_id)
 
     def _run(self, job_id: int, root: str) -> None:
-        from indexer.pipeline import IndexJob
+        from search.ingest.job import IndexJob
 
         finished = threading.Event()
         beat = threading.Thread(target=self._heartbeat, args=(job_id, finished),

@@ -1,100 +1,21 @@
-"""The ``clipsearch`` command line.
+"""Commands over one library: ``index``, ``search``, ``texts add|remove``, ``stats``, ``check``.
 
-Global options also read environment variables (CLIPSEARCH_DATA_DIR,
-CLIPSEARCH_DB_URL, CLIPSEARCH_MODEL, CLIPSEARCH_PRETRAINED, and every other
-setting in :mod:`search.config`). Library errors are turned into a one-line
-message and a non-zero exit status here, never a stack trace.
+Each expects ``ctx.obj`` to be a :class:`~clipsearch.context.CliContext`
+(:mod:`clipsearch.main` builds it from the global options and the environment).
 """
 from __future__ import annotations
 
 import json
-import logging
-import os
 import signal
 import sys
 
 import click
 
-from search.config import Settings
-from search.errors import SearchError
-
-from . import logs
-
-log = logging.getLogger("clipsearch")
-
-EXIT_ERROR = 2
-EXIT_CHECK_FAILED = 1
-
-
-class CliContext:
-    """Settings plus lazily loaded heavy objects, shared by the subcommands."""
-
-    def __init__(self, settings: Settings):
-        self.settings = settings
-        self._encoder = None
-        self._library = None
-
-    def encoder(self):
-        if self._encoder is None:
-            from search.encoder import load_encoder
-            self._encoder = load_encoder(self.settings)
-        return self._encoder
-
-    def library(self, *, load: bool = True):
-        if self._library is None:
-            from search.library import Library
-            self._library = Library(self.settings)
-            if load:
-                self._library.load()
-        return self._library
-
-    def service(self):
-        from search.service import SearchService
-        enc = self.encoder()
-        lib = self.library()
-        lib.bind_model(enc.identity)
-        return SearchService(lib, enc, max_pixels=self.settings.max_pixels)
-
-
-class ClipsearchGroup(click.Group):
-    """Turns library errors into clean messages and exit codes."""
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except SearchError as e:
-            click.echo(f"error: {e.message}", err=True)
-            ctx.exit(EXIT_ERROR)
-        except (FileNotFoundError, NotADirectoryError, PermissionError) as e:
-            click.echo(f"error: {e}", err=True)
-            ctx.exit(EXIT_ERROR)
-
-
-@click.group(cls=ClipsearchGroup)
-@click.option("--data-dir", help="Data directory [env CLIPSEARCH_DATA_DIR; default ./data].")
-@click.option("--db-url", help="SQLAlchemy URL of the store [env CLIPSEARCH_DB_URL; "
-              "default SQLite in the data directory].")
-@click.option("--model", help="open_clip model name, clipsearch-mini, or a model-config JSON "
-              "file [env CLIPSEARCH_MODEL; default ViT-B-32].")
-@click.option("--pretrained", help="Pretrained tag, local checkpoint file, or 'none' "
-              "[env CLIPSEARCH_PRETRAINED; default: the model's own].")
-@click.option("--device", help="Torch device: cpu, cuda, cuda:1 [env CLIPSEARCH_DEVICE].")
-@click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
-@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
-@click.pass_context
-def cli(ctx, data_dir, db_url, model, pretrained, device, verbose, quiet):
-    """clipsearch: search your images by text, by example image, and find texts for images."""
-    logs.configure(verbose=verbose, quiet=quiet)
-    try:
-        settings = Settings.from_env(os.environ, data_dir=data_dir, db_url=db_url, model=model,
-                                     pretrained=pretrained, device=device)
-    except SearchError as e:
-        raise click.UsageError(e.message)
-    ctx.obj = CliContext(settings)
+from .context import EXIT_CHECK_FAILED, CliContext
 
 
 # -- index ---------------------------------------------------------------------
-@cli.command("index")
+@click.command("index")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(file_okay=False))
 @click.option("--workers", type=int, help="Decoder processes [env CLIPSEARCH_WORKERS].")
 @click.option("--batch-size", type=int, help="Images per encoder batch.")
@@ -114,7 +35,7 @@ def index_cmd(obj: CliContext, paths, workers, batch_size, reembed, as_json, pro
     """Index (or update the index of) the images under PATHS."""
     import dataclasses
 
-    from indexer.pipeline import IndexJob
+    from search.ingest.job import IndexJob
 
     from .progress import TerminalProgress
 
@@ -127,7 +48,7 @@ def index_cmd(obj: CliContext, paths, workers, batch_size, reembed, as_json, pro
     library = obj.library(load=False)
     embedder = None
     if ray_address:
-        from .ray_backend import RayEmbedder
+        from indexer.ray_backend import RayEmbedder
 
         embedder = RayEmbedder(obj.settings, ray_address, identity=encoder.identity,
                                shard_size=ray_shard_size)
@@ -174,7 +95,7 @@ def _print_summary(summary) -> None:
 
 
 # -- search --------------------------------------------------------------------
-@cli.command("search")
+@click.command("search")
 @click.argument("text", required=False)
 @click.option("--image", type=click.Path(exists=True, dir_okay=False), help="Search by this image.")
 @click.option("--item", type=int, help="Search by an indexed item id.")
@@ -211,7 +132,7 @@ def search_cmd(obj: CliContext, text, image, item, texts, k, offset, as_json):
 
 
 # -- texts ---------------------------------------------------------------------
-@cli.group("texts")
+@click.group("texts")
 def texts_group():
     """Manage the text corpus searched by image-to-text queries."""
 
@@ -240,7 +161,7 @@ def texts_remove(obj: CliContext, source):
 
 
 # -- stats / check ---------------------------------------------------------------
-@cli.command("stats")
+@click.command("stats")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def stats_cmd(obj: CliContext, as_json):
@@ -257,7 +178,7 @@ def stats_cmd(obj: CliContext, as_json):
         click.echo(f"{key}: {value}")
 
 
-@cli.command("check")
+@click.command("check")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def check_cmd(obj: CliContext, as_json):
@@ -276,37 +197,3 @@ def check_cmd(obj: CliContext, as_json):
             click.echo("run `clipsearch index` on the library (or any command that loads it) to repair",
                        err=True)
         sys.exit(EXIT_CHECK_FAILED)
-
-
-def _register_optional_commands() -> None:
-    """Commands that live in their own modules (model training/eval, web serving)."""
-    import importlib
-
-    for module, names in (("indexer.commands_model", ("train", "eval_cmd", "gallery")),
-                          ("indexer.commands_web", ("serve", "demo")),
-                          ("indexer.commands_db", ("db_group",))):
-        try:
-            mod = importlib.import_module(module)
-        except ImportError as e:
-            if e.name != module:
-                raise
-            continue
-        for name in names:
-            cmd = getattr(mod, name, None)
-            if cmd is not None:
-                cli.add_command(cmd)
-
-
-_register_optional_commands()
-
-
-def main() -> None:
-    # Idle OpenMP threads of torch should sleep, not spin: decoder processes and request
-    # threads need those cores (measured: end-to-end indexing 25 -> 28 images/s on 2 cores).
-    # Must happen before torch is imported; an explicit setting wins.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    cli(prog_name="clipsearch")
-
-
-if __name__ == "__main__":
-    main()

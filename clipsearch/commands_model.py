@@ -1,9 +1,9 @@
 """Click commands about the model: ``train``, ``eval`` and ``gallery``.
 
-Exported names (what :mod:`indexer.cli` registers): ``train``, ``eval_cmd``,
+Exported names (what :mod:`clipsearch.main` registers): ``train``, ``eval_cmd``,
 ``gallery``. They expect ``ctx.obj`` to carry ``.settings`` (a :class:`search.config.Settings`)
 and ``.encoder()`` (the loaded encoder of the configured model); the
-``clipsearch`` group in :mod:`indexer.cli` provides both and turns
+``clipsearch`` group in :mod:`clipsearch.main` provides both and turns
 :class:`~search.errors.SearchError` into a message and an exit code. The work
 itself lives in :mod:`indexer.training.train`, :mod:`indexer.evaluate` and
 :mod:`indexer.gallery`.
@@ -14,8 +14,8 @@ import json
 
 import click
 
-from .evaluate import evaluate, load_pairs
-from .gallery import PHRASINGS, SPLITS, write_gallery
+from indexer.evaluate import evaluate, load_pairs
+from indexer.gallery import PHRASINGS, SPLITS, write_gallery
 
 _DEFAULTS = None
 
@@ -23,7 +23,7 @@ _DEFAULTS = None
 def _recipe_defaults():
     global _DEFAULTS
     if _DEFAULTS is None:
-        from .training.train import Recipe
+        from indexer.training.train import Recipe
         _DEFAULTS = Recipe()
     return _DEFAULTS
 
@@ -50,7 +50,7 @@ def train(out_dir, seed, steps, captions, batch_size, lr, threads, config_path, 
     """
     import dataclasses
 
-    from .training.train import train as run_training
+    from indexer.training.train import train as run_training
 
     base = _recipe_defaults()
     recipe = dataclasses.replace(base, seed=seed, **{k: v for k, v in dict(

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageError, UnsupportedMedia
+from ..errors import ImageError, UnsupportedMedia
 
 #: Pillow format names we decode. MPO is the multi-picture JPEG variant cameras write.
 ALLOWED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF"})

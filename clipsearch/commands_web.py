@@ -1,6 +1,6 @@
 """Click commands about the web service: ``serve`` and ``demo``.
 
-Registered by :mod:`indexer.cli` when this module imports. Options override
+Registered by :mod:`clipsearch.main`. Options override
 the settings read from the environment (CLIPSEARCH_HOST, CLIPSEARCH_PORT,
 CLIPSEARCH_WEB_WORKERS, ...); the serving itself lives in :mod:`web.serving`.
 """
@@ -13,8 +13,10 @@ import os
 
 import click
 
+from indexer.gallery import write_gallery
+
 from . import logs
-from .cli import CliContext
+from .context import CliContext
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +64,7 @@ def _prepare_demo(settings, gallery: str, images: int) -> None:
 
 def _write_and_index(settings, gallery: str, images: int) -> None:
     """Write the gallery (unless it has ``images`` pictures already) and index it."""
-    from .gallery import write_gallery
-    from .pipeline import IndexJob
+    from search.ingest.job import IndexJob
 
     logs.configure()
     existing = sorted(n for n in os.listdir(gallery) if n.endswith(".png")) \
@@ -113,11 +114,6 @@ def demo(obj: CliContext, folder, images, host, port, workers, threads, server, 
         raise ModelUnavailable(f"the bundled model {DEMO_MODEL} is not installed with this copy "
                                f"of clipsearch, so the demo cannot run offline; serve your own "
                                f"library with `clipsearch index` and `clipsearch serve` instead")
-    import importlib.util
-
-    if importlib.util.find_spec("indexer.gallery") is None:
-        raise click.ClickException("the sample gallery generator (indexer.gallery) is missing")
-
     folder = os.path.abspath(folder)
     gallery = os.path.join(folder, "gallery")
     settings = dataclasses.replace(

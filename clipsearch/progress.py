@@ -5,7 +5,7 @@ import sys
 
 from tqdm import tqdm
 
-from .pipeline import Progress
+from search.ingest.summary import Progress
 
 
 class TerminalProgress:

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from search.encoder import Preprocess
-from search.errors import SearchError
-from search.fileio import sha256_file
-from search.images import decode_image
+from ..encoder import Preprocess
+from ..errors import SearchError
+from ..fileio import sha256_file
+from ..media.images import decode_image
 
 
 @dataclass

@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from .cli import CliContext
+from .context import CliContext
 
 EXIT_BEHIND = 1
 

@@ -1,0 +1,4 @@
+"""``python -m clipsearch``: the same as the ``clipsearch`` command."""
+from clipsearch.main import main
+
+main()

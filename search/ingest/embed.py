@@ -1,0 +1,68 @@
+"""Files become vectors: decoding in worker processes, encoding here in batches.
+
+An *embedder* takes the files to (re-)embed and yields ``(Decoded, vector or None)``
+pairs in the order of its input; the default one decodes in a :class:`WorkerPool` and
+encodes with the job's encoder, another backend (Ray, in ``indexer.ray_backend``) may
+do both elsewhere.
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from .decode import Decoded, decode_file
+from .discover import FoundFile
+from .workers import CRASH_REASON, WorkerPool, window_map
+
+Embedder = Callable[[list[FoundFile]], Iterator[tuple[Decoded, "np.ndarray | None"]]]
+
+
+def crashed_decode(path: str) -> Decoded:
+    """The result for a file whose decoding killed the process (see :mod:`.workers`)."""
+    try:
+        st = os.stat(path)
+        size, mtime = st.st_size, st.st_mtime  # unchanged files are not retried next run
+    except OSError:
+        size, mtime = 0, 0.0
+    return Decoded(path, size, mtime, None, skip_reason=CRASH_REASON)
+
+
+def embed_locally(pool: WorkerPool | None, encoder, paths: Sequence[str], *,
+                  batch_size: int, max_pixels: int, window: int
+                  ) -> Iterator[tuple[Decoded, np.ndarray | None]]:
+    """Decode ``paths`` in ``pool`` and encode them in batches here.
+
+    Yields ``(decoded, vector or None)`` in the order of ``paths``; a skipped
+    file has no vector and its ``skip_reason`` set. Pixel buffers are dropped
+    once encoded, so memory stays at about ``window`` decoded images.
+    """
+    decoded = window_map(pool, decode_file, paths, window, encoder.preprocess, max_pixels,
+                         on_crash=crashed_decode)
+    yield from batch_encode(encoder, decoded, batch_size)
+
+
+def batch_encode(encoder, decoded: Iterable[Decoded], batch_size: int
+                 ) -> Iterator[tuple[Decoded, np.ndarray | None]]:
+    """Encode a stream of decoded files ``batch_size`` images at a time, keeping its order."""
+    pending: list[Decoded] = []
+    with_pixels = 0
+    for dec in decoded:
+        pending.append(dec)
+        if dec.pixels is not None:
+            with_pixels += 1
+        if with_pixels >= batch_size:
+            yield from encode_pending(encoder, pending)
+            pending, with_pixels = [], 0
+    yield from encode_pending(encoder, pending)
+
+
+def encode_pending(encoder, pending: list[Decoded]) -> Iterator[tuple[Decoded, np.ndarray | None]]:
+    """Encode the decoded files that have pixels in one batch; yield all in order, pixels freed."""
+    ready = [d for d in pending if d.pixels is not None]
+    vecs = iter(encoder.encode_pixels(np.stack([d.pixels for d in ready])) if ready else ())
+    for d in pending:
+        vec = next(vecs) if d.pixels is not None else None
+        d.pixels = None
+        yield d, vec

@@ -1,0 +1,179 @@
+"""The incremental indexing job: discover -> classify -> move/remove -> decode -> encode -> write.
+
+* Unchanged files cost one stat; moves keep their ids and vectors; vanished files leave
+  the store and the index (:mod:`.changes`).
+* Decoding runs in spawned worker processes with a bounded window of work in
+  flight, so it overlaps the encoder's forward pass in this process and memory
+  stays flat however large the library (:mod:`.embed`, :mod:`.workers`).
+* Results are committed every ``checkpoint_every`` files in one transaction
+  (rows, vectors and sidecar captions together, :mod:`.commit`). A job killed at any
+  moment leaves the store consistent; the next run redoes only uncommitted files, and
+  the FAISS index catches up from the store when the library is loaded.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Callable, Sequence
+
+import numpy as np
+from sqlalchemy import select, update
+
+from ..config import Settings
+from ..library import Library
+from ..schema import FileState, MediaItem, TextEntry, pack
+from .captions import sync_captions
+from .changes import classify, moves_and_removals
+from .commit import commit_checkpoint
+from .decode import Decoded
+from .discover import FoundFile, resolve_root, walk
+from .embed import Embedder, embed_locally
+from .summary import Progress, Summary
+from .workers import WorkerPool
+
+log = logging.getLogger(__name__)
+
+
+class IndexJob:
+    """One run of the incremental indexer over some library roots."""
+
+    def __init__(self, library: Library, encoder, settings: Settings, *,
+                 progress: Callable[[Progress], None] | None = None,
+                 should_stop: Callable[[], bool] | None = None, reembed: bool = False,
+                 embedder: Embedder | None = None):
+        """``embedder``: where files become vectors (default: local decoder processes and
+        ``encoder``); another backend (e.g. Ray) must yield pairs in the order of its input."""
+        self.library = library
+        self.store = library.store
+        self.encoder = encoder
+        self.settings = settings
+        self.progress = progress or (lambda p: None)
+        self.should_stop = should_stop or (lambda: False)
+        self.reembed = reembed
+        self.embedder = embedder
+        self.summary = Summary()
+        workers = settings.workers
+        if workers is None:
+            workers = max(1, (os.cpu_count() or 2) - 1)
+        self.workers = workers
+
+    # -- public -----------------------------------------------------------
+    def run(self, roots: Sequence[str]) -> Summary:
+        """Index ``roots`` (folders); returns the summary. Ctrl-C commits what is complete
+        and returns with ``summary.interrupted`` set."""
+        t0 = time.monotonic()
+        roots = [resolve_root(r) for r in roots]
+        if self.reembed:
+            self._forget_vectors()
+        self.library.bind_model(self.encoder.identity, allow_change=self.reembed)
+        self.library.load()
+        pool = WorkerPool(self.workers) if self.workers > 0 else None
+        try:
+            self._encode_orphan_texts()
+            found, states = self._scan(roots)
+            to_embed, missing = classify(found, states, self.summary)
+            if missing:
+                to_embed = moves_and_removals(self.library, pool, to_embed, missing, states,
+                                              workers=self.workers, summary=self.summary,
+                                              progress=self.progress)
+            self._embed(pool, to_embed, states)
+            self.summary.texts_added += sync_captions(
+                self.library, self.encoder, found, {f.path for f in to_embed}, states)
+        except KeyboardInterrupt:
+            self.summary.interrupted = True
+            log.warning("interrupted; committed work is kept, the rest resumes next run")
+        finally:
+            if pool is not None:
+                pool.shutdown()
+            self.progress(Progress("saving"))
+            self.library.save()
+        self.summary.seconds = time.monotonic() - t0
+        self.progress(Progress("done"))
+        return self.summary
+
+    # -- phases -----------------------------------------------------------
+    def _forget_vectors(self) -> None:
+        """Re-embed everything: clear vectors and stamps in one transaction (crash-safe)."""
+        with self.store.session() as s:
+            s.execute(update(MediaItem).values(vector=None, mtime=-1.0))
+            s.execute(update(TextEntry).values(vector=None))
+        for table in self.library.indexes:
+            self.library.indexes[table] = None
+            path = self.library.index_path(table)
+            for p in (path, path + ".json"):
+                if os.path.exists(p):
+                    os.remove(p)
+
+    def _encode_orphan_texts(self) -> None:
+        """Texts without a vector (after a re-embed) get one."""
+        while True:
+            with self.store.session() as s:
+                rows = s.execute(select(TextEntry.id, TextEntry.text)
+                                 .where(TextEntry.vector.is_(None)).limit(1024)).all()
+                if not rows:
+                    return
+                vecs = self.encoder.encode_texts([r.text for r in rows])
+                for r, v in zip(rows, vecs):
+                    s.execute(update(TextEntry).where(TextEntry.id == r.id).values(vector=pack(v)))
+            idx = self.library.index("texts", self.encoder.dim)
+            idx.add(np.array([r.id for r in rows], np.int64), vecs)
+
+    def _scan(self, roots: list[str]) -> tuple[dict[str, FoundFile], dict[str, FileState]]:
+        self.progress(Progress("scanning"))
+        found: dict[str, FoundFile] = {}
+        for root in roots:
+            for f in walk(root):
+                found.setdefault(f.path, f)
+                if len(found) % 5000 == 0:
+                    self.progress(Progress("scanning", done=len(found)))
+        states = self.store.file_states(prefixes=roots)
+        log.info("found %d image files under %s; %d known to the store", len(found),
+                 ", ".join(roots), len(states))
+        return found, states
+
+    def _embed(self, pool, files: list[FoundFile], states: dict[str, FileState]) -> None:
+        total = len(files)
+        if not total:
+            return
+        roots = {f.path: f.root for f in files}
+        self.progress(Progress("embedding", total=total))
+        if self.embedder is not None:
+            stream = self.embedder(files)
+        else:
+            batch_size = max(1, self.settings.batch_size)
+            stream = embed_locally(pool, self.encoder, [f.path for f in files],
+                                   batch_size=batch_size, max_pixels=self.settings.max_pixels,
+                                   window=max(2 * batch_size, self.workers * 8))
+        staged: list[tuple[Decoded, np.ndarray | None]] = []
+        done = 0
+        t0 = time.monotonic()
+
+        def commit() -> int:
+            n = commit_checkpoint(self.library, self.encoder, staged, states, roots,
+                                  self.summary)
+            staged.clear()
+            return n
+
+        try:
+            for dec, vec in stream:
+                staged.append((dec, vec))
+                if len(staged) >= self.settings.checkpoint_every:
+                    done += commit()
+                    rate = done / max(time.monotonic() - t0, 1e-9)
+                    self.progress(Progress("embedding", done=done, total=total, rate=rate,
+                                           eta=(total - done) / rate if rate else None))
+                if self.should_stop():
+                    self.summary.interrupted = True
+                    log.warning("stop requested; committing and stopping")
+                    break
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
+            if staged:  # every staged pair is complete: keep it
+                done += commit()
+            elapsed = max(time.monotonic() - t0, 1e-9)
+            self.summary.embedded_per_second = done / elapsed
+            self.progress(Progress("embedding", done=done, total=total,
+                                   rate=done / elapsed, eta=0.0))

@@ -1,0 +1,1 @@
+"""Safe decoding of media files, shared by indexing and by query uploads."""
