@@ -8,8 +8,12 @@ TORCH := torch==2.14.1 torchvision==0.29.1
 
 .PHONY: setup sysdeps test demo clean
 
-# Debian packages: the emoji font the sample gallery and the bundled model's data are drawn with.
-SYSDEPS := fonts-noto-color-emoji
+# Debian packages: the emoji font the sample gallery is drawn with, and the picture sources of the
+# bundled model's training data (docs/data.md; indexer.training.sources.APT_PACKAGES lists the same):
+# Symbola, GCompris' pictures, four icon themes, and libcairo2 for GCompris' SVGs. About 90 MB to
+# download, 150 MB installed; --no-install-recommends keeps GCompris' program and Qt out.
+SYSDEPS := fonts-noto-color-emoji fonts-symbola gcompris-qt-data oxygen-icon-theme gnome-icon-theme \
+	tango-icon-theme adwaita-icon-theme libcairo2
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,10 +26,10 @@ setup: $(VENV)/.installed sysdeps
 
 sysdeps:
 	@if command -v dpkg >/dev/null 2>&1 && ! dpkg -s $(SYSDEPS) >/dev/null 2>&1; then \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $(SYSDEPS); \
-	  else sudo apt-get install -y $(SYSDEPS); fi; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq --no-install-recommends $(SYSDEPS); \
+	  else sudo apt-get install -y --no-install-recommends $(SYSDEPS); fi; \
 	elif ! command -v dpkg >/dev/null 2>&1; then \
-	  echo "note: install the Noto Color Emoji font ($(SYSDEPS) on Debian) for the sample gallery"; \
+	  echo "note: install the Noto Color Emoji font and the training pictures ($(SYSDEPS) on Debian)"; \
 	fi
 
 test: setup

@@ -15,7 +15,7 @@ import json
 import click
 
 from indexer.evaluate import evaluate, load_pairs
-from indexer.gallery import PHRASINGS, SPLITS, write_gallery
+from indexer.gallery import FAMILY_SPLITS, PHRASINGS, SPLITS, write_gallery
 
 _DEFAULTS = None
 
@@ -42,7 +42,10 @@ def _recipe_defaults():
               help="open_clip config JSON [default: the bundled clipsearch-mini.json].")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
               help="Reuse caption embeddings between runs.")
-def train(out_dir, seed, steps, captions, batch_size, lr, threads, config_path, cache_dir):
+@click.option("--exclude", default=None, metavar="FAMILY[,FAMILY]",
+              help="Leave picture families out of training (noto-emoji, symbola, gcompris, icons):"
+                   " the leave-one-source-out runs.")
+def train(out_dir, seed, steps, captions, batch_size, lr, threads, config_path, cache_dir, exclude):
     """Train the bundled model (clipsearch-mini) from generated data, on CPU.
 
     The shipped checkpoint was made with `clipsearch train --out search/models`
@@ -54,7 +57,8 @@ def train(out_dir, seed, steps, captions, batch_size, lr, threads, config_path, 
 
     base = _recipe_defaults()
     recipe = dataclasses.replace(base, seed=seed, **{k: v for k, v in dict(
-        steps=steps, captions=captions, batch_size=batch_size, lr=lr, threads=threads).items()
+        steps=steps, captions=captions, batch_size=batch_size, lr=lr, threads=threads,
+        exclude=exclude).items()
         if v is not None})
     summary = run_training(out_dir, recipe, config_path=config_path, cache_dir=cache_dir,
                     progress=lambda msg: click.echo(msg, err=True))
@@ -94,8 +98,10 @@ def eval_cmd(obj, source, as_json, batch_size):
 @click.option("--count", type=int, default=300, show_default=True)
 @click.option("--seed", type=int, default=None, help="Default: the split's own seed.")
 @click.option("--size", type=int, default=128, show_default=True, help="Picture side in pixels.")
-@click.option("--split", type=click.Choice(SPLITS), default="gallery", show_default=True,
-              help="gallery: the demo's pictures; heldout/unseen: the evaluation splits.")
+@click.option("--split", type=click.Choice(SPLITS + FAMILY_SPLITS), default="gallery",
+              show_default=True,
+              help="gallery: the demo's pictures; heldout/unseen: the evaluation splits; "
+                   "source:FAMILY: every picture of a family (leave-one-source-out tests).")
 @click.option("--phrasing", type=click.Choice(PHRASINGS), default="train", show_default=True,
               help="Caption style written to the sidecar files.")
 def gallery(folder, count, seed, size, split, phrasing):

@@ -7,7 +7,9 @@ captions from and that ``clipsearch eval`` accepts. Output is a pure function
 of (split, count, seed, size, phrasing): the same arguments give byte-identical
 files. The default ``"gallery"`` split draws its own seed stream, separate
 from the held-out evaluation splits; ``"heldout"`` and ``"unseen"`` write those
-evaluation splits (see docs/model.md).
+evaluation splits (see docs/model.md); ``"source:FAMILY"`` writes every picture
+of one picture family once, for the leave-one-source-out tests, and
+``"unseen:FAMILY"`` the family's pictures that training never shows.
 """
 from __future__ import annotations
 
@@ -22,6 +24,9 @@ from .training import data
 log = logging.getLogger(__name__)
 
 SPLITS = ("gallery", "heldout", "unseen")
+#: per-family splits: every picture of a family ("source:icons") or its never-trained ones
+FAMILY_SPLITS = tuple(f"{kind}:{family}" for kind in ("source", "unseen")
+                      for family in ("noto-emoji", "symbola", "gcompris", "icons"))
 PHRASINGS = ("train", "paraphrase")
 GALLERY_SEED = 7
 
@@ -41,8 +46,8 @@ def write_gallery(folder: str, *, count: int = 300, seed: int | None = None, siz
     :class:`BadRequest` for bad arguments and
     :class:`~search.errors.DependencyMissing` without the emoji font.
     """
-    if split not in SPLITS:
-        raise BadRequest(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    if split not in SPLITS + FAMILY_SPLITS:
+        raise BadRequest(f"unknown split {split!r}; choose one of {', '.join(SPLITS + FAMILY_SPLITS)}")
     if phrasing not in PHRASINGS:
         raise BadRequest(f"unknown phrasing {phrasing!r}; choose one of {', '.join(PHRASINGS)}")
     if not 1 <= count <= 100_000:
@@ -51,7 +56,12 @@ def write_gallery(folder: str, *, count: int = 300, seed: int | None = None, siz
         raise BadRequest("size must be between 16 and 1024 pixels")
     if seed is None:
         seed = GALLERY_SEED if split == "gallery" else data.HELDOUT_SEED
-    glyphs = data.load_glyphs()
+    if split in FAMILY_SPLITS:
+        from .training import sources
+
+        glyphs = sources.load_pictures()
+    else:
+        glyphs = data.load_glyphs()  # the emoji splits need only the emoji font
     os.makedirs(folder, exist_ok=True)
     width = max(4, len(str(count - 1)))
     paths = []

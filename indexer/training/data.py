@@ -32,7 +32,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from search.errors import DependencyMissing
 
-from .scenes import GlyphNames, Scene, caption, render, sample_scene
+from .scenes import GlyphNames, Item, Scene, caption, render, sample_scene
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,9 @@ class Glyph:
     alt_name: str
     is_flag: bool
     image: Image.Image
+    #: the source family (:mod:`indexer.training.sources`) and the caption word for its pictures
+    family: str = "noto-emoji"
+    kind: str = "emoji"
 
 
 def find_emoji_font(path: str | None = None) -> str:
@@ -142,18 +145,22 @@ def is_unseen(glyph: Glyph) -> bool:
     return int.from_bytes(digest[:4], "big") % UNSEEN_MODULUS == 0
 
 
-def glyph_ids(glyphs: Sequence[Glyph], split: str) -> list[int]:
-    """Indices of the glyphs of ``split``: "train" (seen), "unseen" or "all"."""
-    if split == "all":
-        return list(range(len(glyphs)))
-    want = split == "unseen"
-    if split not in ("train", "unseen"):
+def glyph_ids(glyphs: Sequence[Glyph], split: str, families: Sequence[str] = ("noto-emoji",)) -> list[int]:
+    """Indices of the glyphs of ``split`` ("train" = seen, "unseen" or "all") within ``families``.
+
+    The default family keeps the emoji splits exactly as they were before other
+    picture families (:mod:`indexer.training.sources`) joined the data.
+    """
+    if split not in ("train", "unseen", "all"):
         raise ValueError(f"unknown glyph split {split!r}")
-    return [i for i, g in enumerate(glyphs) if is_unseen(g) == want]
+    want = split == "unseen"
+    return [i for i, g in enumerate(glyphs) if g.family in families
+            and (split == "all" or is_unseen(g) == want)]
 
 
 def glyph_names(glyphs: Sequence[Glyph]) -> GlyphNames:
-    return GlyphNames([g.name for g in glyphs], [g.alt_name for g in glyphs])
+    return GlyphNames([g.name for g in glyphs], [g.alt_name for g in glyphs],
+                      [g.kind for g in glyphs])
 
 
 @dataclass
@@ -164,10 +171,11 @@ class CaptionSet:
     scenes: list[Scene]
 
 
-def training_captions(glyphs: Sequence[Glyph], count: int, seed: int) -> CaptionSet:
-    """``count`` distinct training captions over the seen glyphs, drawn from ``seed``."""
+def training_captions(glyphs: Sequence[Glyph], count: int, seed: int,
+                      families: Sequence[str] = ("noto-emoji",)) -> CaptionSet:
+    """``count`` distinct training captions over the seen glyphs of ``families``, from ``seed``."""
     rng = random.Random(f"train:{seed}")
-    ids = glyph_ids(glyphs, "train")
+    ids = glyph_ids(glyphs, "train", families)
     names = glyph_names(glyphs)
     seen: dict[str, Scene] = {}
     attempts = 0
@@ -196,7 +204,10 @@ def pairs(glyphs: Sequence[Glyph], count: int, *, seed: int = HELDOUT_SEED, spli
     """``count`` rendered pairs, each with a training-style and a paraphrased caption.
 
     ``split``: "heldout" (seen glyphs and shapes, new pictures), "unseen"
-    (single unseen glyphs only) or "gallery" (all glyphs; the demo gallery).
+    (single unseen glyphs only) or "gallery" (all glyphs; the demo gallery),
+    all over the Noto emoji; "source:FAMILY" gives every picture of one
+    family once, alone (``count`` caps it), for leave-one-source-out tests;
+    "unseen:FAMILY" the pictures of FAMILY that training never shows.
     Pictures are ``size`` px squares.
     """
     rng = random.Random(f"{split}:{seed}")
@@ -212,12 +223,21 @@ def pairs(glyphs: Sequence[Glyph], count: int, *, seed: int = HELDOUT_SEED, spli
         kinds = {"glyph": 1.0}
     elif split == "gallery":
         ids = glyph_ids(glyphs, "all")
+    elif split.startswith(("source:", "unseen:")):
+        which, family = split.split(":", 1)
+        ids = glyph_ids(glyphs, "all" if which == "source" else "unseen", (family,))
+        if not ids:
+            raise ValueError(f"no pictures of family {family!r}")
+        count = min(count, len(ids))
     else:
         raise ValueError(f"unknown split {split!r}")
     images = [g.image for g in glyphs]
     out = []
-    for _ in range(count):
-        scene = sample_scene(rng, ids, kinds=kinds)
+    for k in range(count):
+        if split.startswith(("source:", "unseen:")):
+            scene = Scene("glyph", (Item(glyph=ids[k]),))  # each picture once, alone
+        else:
+            scene = sample_scene(rng, ids, kinds=kinds)
         out.append(Pair(render(scene, images, size, rng),
                         caption(scene, names, wording["train"], "train"),
                         caption(scene, names, wording["paraphrase"], "paraphrase"), scene))

@@ -91,10 +91,19 @@ class Scene:
 
 
 class GlyphNames:
-    """Read-only view of glyph captions: ``name(i)`` and ``alt_name(i)`` (paraphrase)."""
+    """Read-only view of glyph captions: ``name(i)``, ``alt_name(i)`` (paraphrase), ``kind(i)``.
 
-    def __init__(self, names: Sequence[str], alt_names: Sequence[str]):
+    ``kind`` is the word training captions use for the picture: "emoji" for
+    the emoji font, "icon", "picture" ... for other families (default "emoji").
+    """
+
+    def __init__(self, names: Sequence[str], alt_names: Sequence[str],
+                 kinds: Sequence[str] | None = None):
         self._names, self._alt = list(names), list(alt_names)
+        self._kinds = list(kinds) if kinds is not None else ["emoji"] * len(self._names)
+
+    def kind(self, i: int) -> str:
+        return self._kinds[i]
 
     def name(self, i: int) -> str:
         return self._names[i]
@@ -181,20 +190,21 @@ def _train_caption(s: Scene, names: GlyphNames, rng: random.Random) -> str:
     bg = f" on {_a(s.background)} background" if s.background else ""
     it = s.items[0]
     if s.kind == "glyph":
-        name = names.name(it.glyph)
+        name, kind = names.name(it.glyph), names.kind(it.glyph)
         size = f"{it.size} " if it.size else ""
         pos = f" {POSITION_PHRASES[it.pos]}" if it.pos else ""
         if size or pos:
-            return rng.choice([f"{_a(size + name)}{pos}{bg}", f"{size}{name} emoji{pos}{bg}"])
-        return rng.choice([f"{name}{bg}", f"{name} emoji{bg}", f"an emoji of {name}{bg}",
+            return rng.choice([f"{_a(size + name)}{pos}{bg}", f"{size}{name} {kind}{pos}{bg}"])
+        return rng.choice([f"{name}{bg}", f"{name} {kind}{bg}", f"{_a(kind)} of {name}{bg}",
                            f"a picture of {name}{bg}"])
     if s.kind == "glyph_pair":
         a, b = names.name(it.glyph), names.name(s.items[1].glyph)
         link = {"and": "and", "left of": "to the left of", "above": "above"}[s.relation]
         return f"{a} {link} {b}{bg}"
     if s.kind == "glyph_count":
-        name = names.name(it.glyph)
-        return rng.choice([f"{NUMBERS[s.count]} {name} emoji{bg}",
+        name, kind = names.name(it.glyph), names.kind(it.glyph)
+        plural = kind if kind == "emoji" else kind + "s"
+        return rng.choice([f"{NUMBERS[s.count]} {name} {plural}{bg}",
                            f"{NUMBERS[s.count]} copies of {name}{bg}"])
     if s.kind == "shape":
         desc = " ".join(w for w in (it.size, it.colour, it.shape) if w)

@@ -29,7 +29,7 @@ import numpy as np
 from search.models import BUNDLED, FROZEN_PREFIX, build_model, text_tower_path
 
 from ..evaluate import retrieval_metrics
-from . import data
+from . import data, sources
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,20 @@ class Recipe:
     threads: int = 1
     val_pairs: int = 500
     eval_every: int = 500
+    #: picture families (:data:`indexer.training.sources.FAMILIES`) left out of training,
+    #: comma-separated: the leave-one-source-out runs; "" trains on all of them
+    exclude: str = ""
+
+    def families(self) -> tuple[str, ...]:
+        """The picture families this recipe trains on; raises ValueError for an unknown name."""
+        from .sources import FAMILIES
+
+        left_out = {f.strip() for f in self.exclude.split(",") if f.strip()}
+        unknown = left_out - set(FAMILIES)
+        if unknown:
+            raise ValueError(f"unknown picture family {sorted(unknown)[0]!r}; "
+                             f"families: {', '.join(FAMILIES)}")
+        return tuple(f for f in FAMILIES if f not in left_out)
 
 
 def encode_captions(model, tokenizer, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
@@ -154,13 +168,15 @@ def train(out_dir: str, recipe: Recipe = Recipe(), *, name: str = "clipsearch-mi
     torch.manual_seed(recipe.seed)
     config_path = config_path or BUNDLED[name][0]
 
-    glyphs = data.load_glyphs()
-    capset = data.training_captions(glyphs, recipe.captions, recipe.seed)
+    families = recipe.families()
+    glyphs = sources.load_pictures()
+    capset = data.training_captions(glyphs, recipe.captions, recipe.seed, families)
     model = build_model(name, config_path)
     tokenizer = open_clip.get_tokenizer(name)
     size = int(model.visual.image_size if isinstance(model.visual.image_size, int)
                else model.visual.image_size[0])
-    say(f"{len(glyphs)} glyphs, {len(capset.captions)} training captions; embedding captions")
+    say(f"{len(glyphs)} pictures, training on {', '.join(families)}; "
+        f"{len(capset.captions)} training captions; embedding captions")
     text_feats = torch.from_numpy(_cached_captions(model, tokenizer, capset.captions, cache_dir))
     t_text = time.time() - t0
     val = data.pairs(glyphs, recipe.val_pairs, seed=VAL_SEED, split="heldout", size=size)
@@ -222,7 +238,7 @@ def train(out_dir: str, recipe: Recipe = Recipe(), *, name: str = "clipsearch-mi
     ckpt = os.path.join(out_dir, f"{name}.safetensors")
     summary = {"name": name, "recipe": dataclasses.asdict(recipe), "seconds": round(seconds, 1),
                "caption_embedding_seconds": round(t_text, 1), "epochs": epoch,
-               "glyphs": len(glyphs), "torch": torch.__version__,
+               "glyphs": len(glyphs), "families": list(families), "torch": torch.__version__,
                "open_clip": open_clip.__version__, "history": history}
     save_file(state, ckpt + ".tmp", metadata={"recipe": json.dumps(dataclasses.asdict(recipe))})
     os.replace(ckpt + ".tmp", ckpt)
