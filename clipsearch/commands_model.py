@@ -45,7 +45,10 @@ def _recipe_defaults():
 @click.option("--exclude", default=None, metavar="FAMILY[,FAMILY]",
               help="Leave picture families out of training (noto-emoji, symbola, gcompris, icons):"
                    " the leave-one-source-out runs.")
-def train(out_dir, seed, steps, captions, batch_size, lr, threads, config_path, cache_dir, exclude):
+@click.option("--restyle", type=float, default=None,
+              help="Probability of drawing a picture grey / as outline / as silhouette.")
+def train(out_dir, seed, steps, captions, batch_size, lr, threads, config_path, cache_dir, exclude,
+          restyle):
     """Train the bundled model (clipsearch-mini) from generated data, on CPU.
 
     The shipped checkpoint was made with `clipsearch train --out search/models`
@@ -58,7 +61,7 @@ def train(out_dir, seed, steps, captions, batch_size, lr, threads, config_path, 
     base = _recipe_defaults()
     recipe = dataclasses.replace(base, seed=seed, **{k: v for k, v in dict(
         steps=steps, captions=captions, batch_size=batch_size, lr=lr, threads=threads,
-        exclude=exclude).items()
+        exclude=exclude, restyle=restyle).items()
         if v is not None})
     summary = run_training(out_dir, recipe, config_path=config_path, cache_dir=cache_dir,
                     progress=lambda msg: click.echo(msg, err=True))

@@ -245,10 +245,24 @@ def pairs(glyphs: Sequence[Glyph], count: int, *, seed: int = HELDOUT_SEED, spli
 
 
 def render_scenes(scenes: Sequence[Scene], glyphs: Sequence[Glyph], size: int,
-                  seeds: Sequence[str]) -> np.ndarray:
-    """Render scenes with one seed string each -> uint8 ``(n, size, size, 3)``."""
+                  seeds: Sequence[str], restyle=None) -> np.ndarray:
+    """Render scenes with one seed string each -> uint8 ``(n, size, size, 3)``.
+
+    ``restyle``: the training augmentation (:func:`restyler`), or None.
+    """
     images = [g.image for g in glyphs]
     out = np.empty((len(scenes), size, size, 3), np.uint8)
     for k, (scene, s) in enumerate(zip(scenes, seeds)):
-        out[k] = np.asarray(render(scene, images, size, random.Random(s)))
+        out[k] = np.asarray(render(scene, images, size, random.Random(s), restyle))
     return out
+
+
+def restyler(glyphs: Sequence[Glyph], p: float):
+    """The style augmentation of training: pictures whose name has no colour word may be restyled."""
+    from .scenes import PALETTE
+    from .styles import Restyler
+
+    colours = set(PALETTE) | {"grey", "gold", "golden", "silver", "violet", "colour", "color"}
+    allowed = {i for i, g in enumerate(glyphs)
+               if not g.is_flag and not colours & set(g.name.lower().replace("-", " ").split())}
+    return Restyler([g.image for g in glyphs], allowed, p)

@@ -257,11 +257,14 @@ def _paraphrase_caption(s: Scene, names: GlyphNames, rng: random.Random) -> str:
 # rendering
 # ---------------------------------------------------------------------------
 def render(scene: Scene, glyph_images: Sequence[Image.Image], size: int,
-           rng: random.Random) -> Image.Image:
+           rng: random.Random, restyle=None) -> Image.Image:
     """Draw ``scene`` as an RGB ``size`` x ``size`` image.
 
     ``glyph_images``: RGBA glyph bitmaps indexed like the scene's glyph ids.
     Shapes are drawn at twice the size and reduced, for anti-aliased edges.
+    ``restyle(index, rng) -> RGBA``: optional training augmentation
+    (:class:`indexer.training.styles.Restyler`); without it no random number
+    is drawn for styles, so evaluation pictures do not depend on it.
     """
     ss = 2
     big = size * ss
@@ -272,7 +275,8 @@ def render(scene: Scene, glyph_images: Sequence[Image.Image], size: int,
     for item, (cx, cy, r) in zip(_expand(scene), boxes):
         cx, cy, r = cx * big, cy * big, r * big
         if item.glyph is not None:
-            _paste_glyph(canvas, glyph_images[item.glyph], cx, cy, r)
+            image = restyle(item.glyph, rng) if restyle else glyph_images[item.glyph]
+            _paste_glyph(canvas, image, cx, cy, r)
         else:
             _draw_shape(draw, item.shape, cx, cy, r, _shade(rng, item.colour, 18),
                         rng.uniform(-0.25, 0.25) if item.shape in ("square", "hexagon") else 0.0)

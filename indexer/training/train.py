@@ -54,6 +54,9 @@ class Recipe:
     #: picture families (:data:`indexer.training.sources.FAMILIES`) left out of training,
     #: comma-separated: the leave-one-source-out runs; "" trains on all of them
     exclude: str = ""
+    #: probability that a pasted picture is drawn grey, as outline or as silhouette
+    #: (:mod:`indexer.training.styles`); 0 disables the augmentation
+    restyle: float = 0.0
 
     def families(self) -> tuple[str, ...]:
         """The picture families this recipe trains on; raises ValueError for an unknown name."""
@@ -171,6 +174,7 @@ def train(out_dir: str, recipe: Recipe = Recipe(), *, name: str = "clipsearch-mi
     families = recipe.families()
     glyphs = sources.load_pictures()
     capset = data.training_captions(glyphs, recipe.captions, recipe.seed, families)
+    restyle = data.restyler(glyphs, recipe.restyle) if recipe.restyle > 0 else None
     model = build_model(name, config_path)
     tokenizer = open_clip.get_tokenizer(name)
     size = int(model.visual.image_size if isinstance(model.visual.image_size, int)
@@ -206,7 +210,7 @@ def train(out_dir: str, recipe: Recipe = Recipe(), *, name: str = "clipsearch-mi
                 break
             idx = perm[start:start + bs]
             pixels = data.render_scenes([capset.scenes[i] for i in idx], glyphs, size,
-                                        [f"{recipe.seed}:{epoch}:{i}" for i in idx])
+                                        [f"{recipe.seed}:{epoch}:{i}" for i in idx], restyle)
             lr = _lr_at(step, recipe)
             for g in opt.param_groups:
                 g["lr"] = lr
