@@ -42,8 +42,8 @@ class Recipe:
     """Every knob of a training run; stored inside the checkpoint's metadata."""
 
     seed: int = 0
-    captions: int = 20_000
-    steps: int = 1_400
+    captions: int = 24_000
+    steps: int = 1_600
     batch_size: int = 256
     lr: float = 2e-3
     weight_decay: float = 0.1
