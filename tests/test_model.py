@@ -19,7 +19,7 @@ from search.models import BUNDLED, create_bundled
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HELDOUT_PAIRS = 200
 #: measured with the shipped checkpoint: text->image recall@10 on these 200 pairs (docs/model.md)
-MEASURED_T2I_R10 = 0.995
+MEASURED_T2I_R10 = 0.990
 #: chance is 10/200 = 0.05; the floor leaves room for a retrained checkpoint
 FLOOR_T2I_R10 = 0.60
 
@@ -70,7 +70,7 @@ def test_encodes_unit_vectors(bundled):
 
 
 def test_heldout_text_to_image_recall_at_10_far_above_chance(bundled):
-    """200 held-out pairs (128 px): chance recall@10 is 0.05, the shipped model measures 0.995."""
+    """200 held-out pairs (128 px): chance recall@10 is 0.05, the shipped model measures 0.990."""
     pairs = data.pairs(data.load_glyphs(), HELDOUT_PAIRS, split="heldout", size=128)
     texts, index, links = [], {}, []
     for i, p in enumerate(pairs):

@@ -43,7 +43,7 @@ class Recipe:
 
     seed: int = 0
     captions: int = 24_000
-    steps: int = 1_600
+    steps: int = 2_800
     batch_size: int = 256
     lr: float = 2e-3
     weight_decay: float = 0.1
