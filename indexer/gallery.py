@@ -20,13 +20,13 @@ import re
 from search.errors import BadRequest
 
 from .training import data
+from .training.sources import FAMILIES
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("gallery", "heldout", "unseen")
 #: per-family splits: every picture of a family ("source:icons") or its never-trained ones
-FAMILY_SPLITS = tuple(f"{kind}:{family}" for kind in ("source", "unseen")
-                      for family in ("noto-emoji", "symbola", "gcompris", "icons"))
+FAMILY_SPLITS = tuple(f"{kind}:{family}" for kind in ("source", "unseen") for family in FAMILIES)
 PHRASINGS = ("train", "paraphrase")
 GALLERY_SEED = 7
 

@@ -159,7 +159,9 @@ def train(out_dir: str, recipe: Recipe = Recipe(), *, name: str = "clipsearch-mi
     Returns a summary dict (recipe, seconds, final validation metrics, file
     sizes). ``progress`` receives one-line status messages. Raises
     :class:`~search.errors.DependencyMissing` / :class:`~search.errors.ModelUnavailable`
-    when the font, the ``emoji`` package or the text-tower package is missing.
+    when a picture source (the fonts, GCompris' data, an icon theme; see
+    :mod:`indexer.training.sources`), the ``emoji`` package or the text-tower
+    package is missing.
     """
     import open_clip
     import torch
