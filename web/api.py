@@ -275,7 +275,7 @@ def item_similar(item_id: int):
 @requires_key("write")
 def index_start():
     _args()
-    from .runtime import inside_root
+    from .paths import inside_root
 
     rt = _rt()
     body = _json_body()
@@ -288,7 +288,7 @@ def index_start():
     if not rt.settings.library_roots:
         raise Forbidden("this server has no library roots configured (CLIPSEARCH_LIBRARY_ROOTS)")
     real = os.path.realpath(root)
-    if inside_root(real, rt.settings.library_roots) is None:
+    if inside_root(real, *rt.settings.library_roots) is None:
         raise Forbidden("root is not one of the configured library roots or inside one")
     if not os.path.isdir(real):
         raise NotFound("root is not an existing folder")
