@@ -61,7 +61,7 @@ def text_hit_json(hit, items: dict[int, MediaItem]) -> dict:
     item_id = hit.item.get("item_id")
     if source.startswith(SIDECAR):
         owner = items.get(item_id) if item_id is not None else None
-        # Its image's row not found: the bare label, rather than any server path.
+        # No row for its image: the bare label, never an absolute server path.
         source = (sidecar_source(relative_path(owner.path, owner.root)) if owner is not None
                   else "sidecar")
     return {"id": hit.id, "score": round(float(hit.score), 6), "text": hit.item["text"],
