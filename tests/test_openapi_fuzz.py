@@ -18,7 +18,8 @@ MAX_EXAMPLES = 25
 def test_document_is_valid_openapi():
     from openapi_spec_validator import validate
 
-    from web.openapi import FILTER_PROPS, document
+    from web.openapi import document
+    from web.openapi_components import FILTER_PROPS
     from web.params import FILTER_KEYS
 
     validate(document())

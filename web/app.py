@@ -3,8 +3,9 @@
 ``create_app(settings)`` builds an app around one :class:`~web.runtime.Runtime`
 (kept in ``app.extensions["clipsearch"]``): nothing heavy happens here unless
 ``warm=True``; the model, library and indexes load on first use, once per
-process. The API blueprint is always registered; the page blueprint
-(``web.ui``) when that module exists.
+process. Every blueprint is imported and registered here, by name: the API's
+feature blueprints (web/api/) and the search page (web/ui.py). A missing one is
+an ImportError as this module is imported: never a server started without it.
 """
 from __future__ import annotations
 
@@ -17,10 +18,16 @@ from search.config import Settings
 from search.service import SearchService
 
 from . import metrics
-from .api import bp as api_bp
+from .api.indexing import bp as indexing_bp
+from .api.items import bp as items_bp
+from .api.searches import bp as searches_bp
+from .api.service import bp as service_bp
+from .api.session import bp as session_bp
+from .api.texts import bp as texts_bp
 from .auth import refuse_keys_in_query
 from .http_errors import register_error_handlers
 from .runtime import Runtime
+from .ui import bp as ui_bp
 
 log = logging.getLogger(__name__)
 
@@ -47,15 +54,15 @@ def create_app(settings: Settings, *, service: SearchService | None = None,
     app.before_request(refuse_keys_in_query)
     metrics.install(app, runtime)
     register_error_handlers(app)
-    app.register_blueprint(api_bp)
-    try:
-        from web.ui import bp as ui_bp
-    except ImportError as e:
-        if e.name not in ("web.ui",):
-            raise
-        ui_bp = None
-    if ui_bp is not None:
-        app.register_blueprint(ui_bp)
+    # The JSON API, all under /api, one blueprint per feature.
+    app.register_blueprint(searches_bp)
+    app.register_blueprint(items_bp)
+    app.register_blueprint(indexing_bp)
+    app.register_blueprint(texts_bp)
+    app.register_blueprint(session_bp)
+    app.register_blueprint(service_bp)
+    # The search page.
+    app.register_blueprint(ui_bp)
 
     origins = frozenset(settings.cors_origins)
 

@@ -18,7 +18,10 @@ from PIL import Image
 
 from search.errors import NotFound, SearchError
 from search.media.images import decode_image
+from search.schema import SIDECAR, sidecar_source
 from search.store import STATUS_INDEXED, MediaItem
+
+from .paths import inside_root, relative_path
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +34,6 @@ MIME_TYPES = {
     "GIF": "image/gif", "BMP": "image/bmp", "TIFF": "image/tiff", "HEIF": "image/heif",
     "AVIF": "image/avif",
 }
-
-
-def relative_path(path: str, root: str) -> str:
-    """``path`` relative to ``root`` with ``/`` separators (never absolute)."""
-    rel = os.path.relpath(path, root) if path.startswith(root.rstrip(os.sep) + os.sep) \
-        else os.path.basename(path)
-    return rel.replace(os.sep, "/")
 
 
 def item_json(item: dict) -> dict:
@@ -63,9 +59,10 @@ def text_hit_json(hit, items: dict[int, MediaItem]) -> dict:
     """A text hit; a sidecar caption's source names its image relative to the root."""
     source = hit.item["source"]
     item_id = hit.item.get("item_id")
-    if source.startswith("sidecar:"):
+    if source.startswith(SIDECAR):
         owner = items.get(item_id) if item_id is not None else None
-        source = ("sidecar:" + relative_path(owner.path, owner.root) if owner is not None
+        # No row for its image: the bare label, never an absolute server path.
+        source = (sidecar_source(relative_path(owner.path, owner.root)) if owner is not None
                   else "sidecar")
     return {"id": hit.id, "score": round(float(hit.score), 6), "text": hit.item["text"],
             "source": source, "item_id": item_id}
@@ -79,13 +76,6 @@ def indexed_item(store, item_id: int) -> MediaItem:
     return item
 
 
-def _inside(path: str, root: str) -> bool:
-    try:
-        return os.path.commonpath([path, root]) == root
-    except ValueError:  # different drives on Windows
-        return False
-
-
 def resolve_file(item: MediaItem) -> str:
     """Real path of an indexed item's file, checked to lie inside its real root.
 
@@ -95,9 +85,9 @@ def resolve_file(item: MediaItem) -> str:
     missing = NotFound(f"the file of item {item.id} is not available")
     if "\x00" in item.path or "\x00" in item.root:
         raise missing
-    root = os.path.realpath(item.root)
     real = os.path.realpath(item.path)
-    if real == root or not _inside(real, root) or not os.path.isfile(real):
+    root = inside_root(real, item.root)
+    if root is None or real == root or not os.path.isfile(real):
         raise missing
     return real
 

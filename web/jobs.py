@@ -16,7 +16,6 @@ import atexit
 import datetime as dt
 import json
 import logging
-import os
 import threading
 import time
 
@@ -24,6 +23,8 @@ from sqlalchemy import select
 
 from search.errors import Conflict, NotFound, SearchError
 from search.store import Job, utcnow
+
+from .paths import relative_path
 
 log = logging.getLogger(__name__)
 
@@ -33,17 +34,10 @@ PROGRESS_EVERY = 0.5  # seconds between progress writes within one phase
 LIVE_STATES = ("queued", "running")
 
 
-def _relative(path: str, roots: list[str]) -> str:
-    for root in roots:
-        if path.startswith(root.rstrip(os.sep) + os.sep):
-            return os.path.relpath(path, root).replace(os.sep, "/")
-    return os.path.basename(path)
-
-
 def public_summary(summary: dict, roots: list[str]) -> dict:
     """The indexer summary with skipped files named relative to their root."""
     out = dict(summary)
-    out["skipped_files"] = [{"path": _relative(f["path"], roots), "reason": f["reason"]}
+    out["skipped_files"] = [{"path": relative_path(f["path"], *roots), "reason": f["reason"]}
                             for f in summary.get("skipped_files", [])]
     return out
 

@@ -11,7 +11,6 @@ request.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from contextlib import contextmanager
@@ -128,15 +127,3 @@ class Runtime:
         self.jobs.stop()
         if self._service is not None:
             self._service.library.close()
-
-
-def inside_root(path: str, roots: tuple[str, ...]) -> str | None:
-    """The configured root (real path) that ``path`` (real path) equals or lies inside."""
-    for root in roots:
-        real = os.path.realpath(root)
-        try:
-            if os.path.commonpath([path, real]) == real:
-                return real
-        except ValueError:
-            continue
-    return None

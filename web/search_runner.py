@@ -13,6 +13,7 @@ import time
 from flask import g, has_request_context
 
 from search.errors import BadRequest
+from search.schema import SIDECAR
 from search.service import Page, SearchRequest, Term
 
 from .items import hit_json, text_hit_json
@@ -47,7 +48,7 @@ def run_search(runtime, target: str, terms: tuple[Term, ...], opts: SearchOption
         req = SearchRequest(terms, k=opts.k, offset=opts.offset, threshold=opts.threshold)
         page = service.search_texts(req)
         owners = [h.item["item_id"] for h in page.hits
-                  if h.item.get("item_id") is not None and h.item["source"].startswith("sidecar:")]
+                  if h.item.get("item_id") is not None and h.item["source"].startswith(SIDECAR)]
         items = service.library.store.get_items(owners) if owners else {}
         results = [text_hit_json(h, items) for h in page.hits]
     elif target == "images":

@@ -1,0 +1,52 @@
+"""What every API route needs from its request: the process's runtime, the query
+string and JSON body checked strictly, and ids bounded to what the store can hold.
+
+One implementation for all feature blueprints, so that every route answers the
+same mistakes the same way: an unknown query parameter or body field is a 400
+(typos fail loudly), a body that is not JSON where JSON is due a 415.
+"""
+from __future__ import annotations
+
+import json
+
+from flask import current_app, request
+
+from search.errors import BadRequest, NotFound, UnsupportedMedia
+
+from ..params import FILTER_KEYS, OPTION_KEYS, check_keys, flat_args
+from ..runtime import Runtime
+
+MAX_ID = 2**63 - 1
+#: The query parameters of every search: its options and its filters.
+SEARCH_ARGS = OPTION_KEYS + FILTER_KEYS
+
+
+def current_runtime() -> Runtime:
+    """The Runtime of the app handling this request (settings, service, jobs, locks)."""
+    return current_app.extensions["clipsearch"]
+
+
+def row_id(value: int, what: str = "item") -> int:
+    """An id from the URL; beyond int64 there is no such row (and SQLite would overflow)."""
+    if value > MAX_ID:
+        raise NotFound(f"no {what} with id {value}")
+    return value
+
+
+def query_args(*allowed: str) -> dict:
+    """The query parameters as a flat dict; an unknown one is a 400 (typos fail loudly)."""
+    check_keys(request.args, allowed, "the query string")
+    return flat_args(request.args)
+
+
+def json_body() -> dict:
+    """The request's JSON object; 415 when it is not sent as JSON, 400 when not an object."""
+    if not request.is_json:
+        raise UnsupportedMedia("the request body must be JSON (Content-Type: application/json)")
+    try:
+        body = json.loads(request.get_data(cache=True) or b"null")
+    except (ValueError, RecursionError):
+        raise BadRequest("the request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the JSON body must be an object")
+    return body
