@@ -32,11 +32,11 @@ from PIL import Image  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from search.ingest.job import IndexJob  # noqa: E402
 from search.config import Settings  # noqa: E402
 from search.encoder import OpenClipEncoder  # noqa: E402
-from search.media.images import decode_image  # noqa: E402
+from search.ingest.job import IndexJob  # noqa: E402
 from search.library import Library  # noqa: E402
+from search.media.images import decode_image  # noqa: E402
 
 
 def make_photos(folder: str, n: int, seed: int = 0) -> None:

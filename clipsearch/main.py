@@ -16,7 +16,7 @@ from search.config import Settings
 from search.errors import SearchError
 
 from . import commands_db, commands_library, commands_model, commands_web, logs
-from .context import ClipsearchGroup, CliContext
+from .context import CliContext, ClipsearchGroup
 
 
 @click.group(cls=ClipsearchGroup)

@@ -51,7 +51,6 @@ import numpy as np
 from search.config import Settings
 from search.encoder import ModelIdentity, OpenClipEncoder
 from search.errors import ModelMismatch, SearchError
-
 from search.ingest.decode import Decoded, decode_file
 from search.ingest.discover import FoundFile
 from search.ingest.embed import batch_encode

@@ -36,12 +36,25 @@ from contextlib import contextmanager
 import numpy as np
 
 from .errors import BadRequest, NotFound
-from .index_kinds import (ADD_CHUNK, FLAT_MAX_VECTORS, KINDS, MIN_LISTS,  # noqa: F401
-                          IndexParams, add_in_chunks,
-                          choose_kind,
-                          default_nlist, default_nprobe, default_pq_m, load_faiss,
-                          min_train_vectors, new_flat, new_hnsw, resolve_gpu, structure_kind,
-                          train_ivf)
+from .index_kinds import (  # noqa: F401
+    ADD_CHUNK,
+    FLAT_MAX_VECTORS,
+    KINDS,
+    MIN_LISTS,
+    IndexParams,
+    add_in_chunks,
+    choose_kind,
+    default_nlist,
+    default_nprobe,
+    default_pq_m,
+    load_faiss,
+    min_train_vectors,
+    new_flat,
+    new_hnsw,
+    resolve_gpu,
+    structure_kind,
+    train_ivf,
+)
 from .vectors import as_ids, as_matrix, check_unit_norm, search_arguments
 
 log = logging.getLogger(__name__)

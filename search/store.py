@@ -25,10 +25,27 @@ from sqlalchemy import create_engine, delete, event, func, or_, select
 from sqlalchemy.orm import Session, defer, sessionmaker
 
 from .errors import ModelMismatch, NotFound
-from .schema import (ITEM_FIELDS, SCHEMA_VERSION, STATUS_INDEXED, STATUS_SKIPPED,  # noqa: F401
-                     TEXT_FIELDS, Base, FileState, ItemFilter, Job, MediaItem, MetaEntry,
-                     TextEntry, item_dict, pack, sidecar_source, text_dict, text_hash, unpack,
-                     utcnow)
+from .schema import (  # noqa: F401
+    ITEM_FIELDS,
+    SCHEMA_VERSION,
+    STATUS_INDEXED,
+    STATUS_SKIPPED,
+    TEXT_FIELDS,
+    Base,
+    FileState,
+    ItemFilter,
+    Job,
+    MediaItem,
+    MetaEntry,
+    TextEntry,
+    item_dict,
+    pack,
+    sidecar_source,
+    text_dict,
+    text_hash,
+    unpack,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 

@@ -139,8 +139,9 @@ def index_folder(settings, encoder, root: str):
 
 
 def item_ids(service, root: str) -> dict[str, int]:
-    from search.store import MediaItem
     from sqlalchemy import select
+
+    from search.store import MediaItem
 
     with service.library.store.session() as s:
         rows = s.execute(select(MediaItem.id, MediaItem.path)).all()

@@ -12,7 +12,6 @@ import time
 
 import numpy as np
 import pytest
-
 from conftest import API_KEY, AUTH, CORPUS
 
 

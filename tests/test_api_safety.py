@@ -8,7 +8,6 @@ import struct
 import zlib
 
 import pytest
-
 from conftest import API_KEY, AUTH
 from imagegen import png_bomb
 
@@ -187,8 +186,9 @@ def test_skipped_files_are_not_served(writable_library):
     lib = writable_library.service.library
     IndexJob(lib, writable_library.service.encoder, writable_library.settings).run(
         [writable_library.root])
-    from search.store import MediaItem
     from sqlalchemy import select
+
+    from search.store import MediaItem
     with lib.store.session() as s:
         bad_id = s.scalar(select(MediaItem.id).where(MediaItem.path == bad))
     assert bad_id is not None
@@ -264,8 +264,8 @@ def test_search_is_rate_limited_per_client_with_retry_after(make_app):
 
 
 def test_token_bucket_refills():
-    from web.auth import RateLimiter
     from search.errors import RateLimited
+    from web.auth import RateLimiter
 
     now = [0.0]
     lim = RateLimiter(60, clock=lambda: now[0])

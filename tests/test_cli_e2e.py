@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import pytest
-
 from imagegen import make_library, pattern
 
 TINY = os.path.join(os.path.dirname(__file__), "tiny-clip.json")

@@ -11,8 +11,8 @@ import time
 
 import numpy as np
 import pytest
-
 from imagegen import make_library
+
 from search.index import VectorIndex
 
 TINY = os.path.join(os.path.dirname(__file__), "tiny-clip.json")

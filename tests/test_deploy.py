@@ -36,7 +36,6 @@ import uuid
 import jsonschema
 import pytest
 import yaml
-
 from imagegen import make_library
 
 TESTS = os.path.dirname(os.path.abspath(__file__))

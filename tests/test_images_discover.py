@@ -6,13 +6,13 @@ import os
 
 import numpy as np
 import pytest
+from imagegen import png_bomb
 from PIL import Image
 
-from imagegen import png_bomb
-from search.ingest.decode import decode_file
-from search.ingest.discover import walk
 from search.encoder import Preprocess
 from search.errors import ImageError, UnsupportedMedia
+from search.ingest.decode import decode_file
+from search.ingest.discover import walk
 from search.media.images import decode_image, sniff_format
 
 LIMIT = 50_000_000

@@ -1,20 +1,19 @@
 """Library (store + index files) and SearchService over a real small index."""
 from __future__ import annotations
 
-import datetime as dt
 import io
 import json
 import os
 
 import numpy as np
 import pytest
+from imagegen import make_library
 from PIL import Image
 
-from imagegen import make_library
-from search.ingest.job import IndexJob
 from search.config import Settings
 from search.encoder import OpenClipEncoder
 from search.errors import BadRequest, ModelMismatch, NotFound, UnsupportedMedia
+from search.ingest.job import IndexJob
 from search.library import Library
 from search.service import SearchRequest, SearchService, Term
 from search.store import ItemFilter

@@ -23,9 +23,25 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from click.testing import CliRunner
-from sqlalchemy import (BigInteger, Column, DateTime, Float, ForeignKey, Integer, LargeBinary,
-                        MetaData, String, Table, Text, UniqueConstraint, create_engine, insert,
-                        inspect, select, text)
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    insert,
+    inspect,
+    select,
+    text,
+)
 
 from search import migrate
 from search.errors import Conflict
@@ -391,8 +407,8 @@ def test_unrecognisable_table_set_is_refused(tmp_path):
 
 
 def test_db_commands(tmp_path):
-    from clipsearch.context import CliContext
     from clipsearch.commands_db import db_group
+    from clipsearch.context import CliContext
     from search.config import Settings
 
     settings = Settings(data_dir=str(tmp_path / "data")).resolved()

@@ -7,10 +7,9 @@ import os
 import pytest
 
 schemathesis = pytest.importorskip("schemathesis")
+from conftest import AUTH, CORPUS, build_settings, index_folder, write_gallery  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from schemathesis import checks as st_checks  # noqa: E402
-
-from conftest import AUTH, CORPUS, build_settings, index_folder, write_gallery  # noqa: E402
 
 MAX_EXAMPLES = 25
 
@@ -18,9 +17,9 @@ MAX_EXAMPLES = 25
 def test_document_is_valid_openapi():
     from openapi_spec_validator import validate
 
+    from search.options import FILTER_KEYS
     from web.openapi import document
     from web.openapi_components import FILTER_PROPS
-    from web.params import FILTER_KEYS
 
     validate(document())
     assert set(FILTER_PROPS) == set(FILTER_KEYS)

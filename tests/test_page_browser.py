@@ -21,9 +21,8 @@ import threading
 import urllib.request
 
 import pytest
-from PIL import Image, ImageDraw
-
 from imagegen import save_image
+from PIL import Image, ImageDraw
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -108,9 +107,9 @@ def library(tmp_path_factory, encoder):
 
     ``encoder`` is conftest's session-wide tiny open_clip model (random weights).
     """
-    from search.ingest.job import IndexJob
-    from search.corpus import add_texts
     from search.config import Settings
+    from search.corpus import add_texts
+    from search.ingest.job import IndexJob
     from search.library import Library
 
     base = tmp_path_factory.mktemp("page")

@@ -19,12 +19,12 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from click.testing import CliRunner  # noqa: E402
-
 from imagegen import make_library  # noqa: E402
+
 from clipsearch.main import cli  # noqa: E402
-from search.ingest.job import IndexJob  # noqa: E402
 from indexer.ray_backend import RayEmbedder, ShardEmbedder, plan_actors  # noqa: E402
 from search.index import VectorIndex  # noqa: E402
+from search.ingest.job import IndexJob  # noqa: E402
 from search.library import Library  # noqa: E402
 
 pytestmark = pytest.mark.slow

@@ -14,8 +14,16 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from search.errors import ModelMismatch, NotFound
-from search.store import (SCHEMA_VERSION, STATUS_INDEXED, STATUS_SKIPPED, Base, ItemFilter,
-                          MediaItem, Store, pack)
+from search.store import (
+    SCHEMA_VERSION,
+    STATUS_INDEXED,
+    STATUS_SKIPPED,
+    Base,
+    ItemFilter,
+    MediaItem,
+    Store,
+    pack,
+)
 
 PG_URL = os.environ.get("CLIPSEARCH_TEST_PG_URL")
 
@@ -175,9 +183,10 @@ def test_indexer_runs_on_postgresql(tmp_path):
     import shutil
 
     from imagegen import make_library
-    from search.ingest.job import IndexJob
+
     from search.config import Settings
     from search.encoder import OpenClipEncoder
+    from search.ingest.job import IndexJob
     from search.library import Library
 
     store = _pg_store()

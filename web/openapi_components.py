@@ -8,10 +8,10 @@ enforces them, so the document cannot promise bounds the API does not apply.
 """
 from __future__ import annotations
 
+from search.options import FORMAT_ALIASES, MAX_TERMS
 from search.service import MAX_K, MAX_OFFSET
 
 from .auth import SESSION_COOKIE
-from .params import FORMAT_ALIASES, MAX_TERMS
 
 
 def ref(name: str) -> dict:

@@ -13,12 +13,12 @@ import time
 from flask import g, has_request_context
 
 from search.errors import BadRequest
+from search.options import SearchOptions
 from search.schema import SIDECAR
 from search.service import Page, SearchRequest, Term
 
 from .items import hit_json, text_hit_json
 from .metrics import observe_search
-from .params import SearchOptions
 
 
 def _search_images(service, req: SearchRequest, prefix: str | None, roots: tuple[str, ...]

@@ -13,8 +13,7 @@ import numpy as np
 from sqlalchemy import select
 
 from ..library import Library
-from ..schema import (SIDECAR, STATUS_INDEXED, FileState, TextEntry, pack, sidecar_source,
-                      text_hash)
+from ..schema import SIDECAR, STATUS_INDEXED, FileState, TextEntry, pack, sidecar_source, text_hash
 from .decode import read_sidecar
 from .discover import FoundFile
 

@@ -8,12 +8,13 @@ same mistakes the same way: an unknown query parameter or body field is a 400
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from flask import current_app, request
 
 from search.errors import BadRequest, NotFound, UnsupportedMedia
+from search.options import FILTER_KEYS, OPTION_KEYS, check_keys
 
-from ..params import FILTER_KEYS, OPTION_KEYS, check_keys, flat_args
 from ..runtime import Runtime
 
 MAX_ID = 2**63 - 1
@@ -50,3 +51,11 @@ def json_body() -> dict:
     if not isinstance(body, dict):
         raise BadRequest("the JSON body must be an object")
     return body
+
+
+def flat_args(multi) -> dict[str, Any]:
+    """A werkzeug MultiDict as a plain dict: ``format`` keeps every value, others the first."""
+    out: dict[str, Any] = {}
+    for key in multi.keys():
+        out[key] = multi.getlist(key) if key == "format" else multi.get(key)
+    return out

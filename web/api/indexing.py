@@ -11,10 +11,10 @@ import os
 from flask import Blueprint, jsonify
 
 from search.errors import BadRequest, Forbidden, NotFound
+from search.options import check_keys, str_param
 
 from ..auth import requires_key
 from ..jobs import public_summary
-from ..params import check_keys, str_param
 from ..paths import inside_root
 from .common import current_runtime, json_body, query_args, row_id
 

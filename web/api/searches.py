@@ -1,7 +1,7 @@
 """Search routes: text to images, image to images or texts, and combined queries.
 
 Each route parses its input into :class:`~search.service.Term` values and
-:class:`~web.params.SearchOptions`; :func:`web.search_runner.run_search` does the
+:class:`~search.options.SearchOptions`; :func:`web.search_runner.run_search` does the
 rest for all of them, so the result pages have one shape.
 """
 from __future__ import annotations
@@ -12,13 +12,23 @@ import numpy as np
 from flask import Blueprint, jsonify, request
 
 from search.errors import BadRequest
+from search.options import (
+    FILTER_KEYS,
+    MAX_TERMS,
+    OPTION_KEYS,
+    SearchOptions,
+    check_keys,
+    item_id_param,
+    parse_options,
+    str_param,
+    text_param,
+    weight_param,
+)
 from search.service import Term
 
 from ..auth import rate_limited, requires_key
-from ..params import (FILTER_KEYS, MAX_TERMS, OPTION_KEYS, SearchOptions, check_keys, flat_args,
-                      item_id_param, parse_options, str_param, text_param, weight_param)
 from ..search_runner import run_search
-from .common import SEARCH_ARGS, current_runtime, json_body, query_args
+from .common import SEARCH_ARGS, current_runtime, flat_args, json_body, query_args
 
 bp = Blueprint("searches", __name__, url_prefix="/api")
 

@@ -9,10 +9,10 @@ from flask import Blueprint, jsonify
 
 from search.corpus import add_texts, check_source, remove_texts
 from search.errors import BadRequest
+from search.options import check_keys, str_param
 from search.schema import SIDECAR
 
 from ..auth import requires_key
-from ..params import check_keys, str_param
 from .common import current_runtime, json_body, query_args
 
 bp = Blueprint("texts", __name__, url_prefix="/api")

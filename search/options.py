@@ -1,4 +1,5 @@
-"""Request parameters parsed once into small frozen dataclasses.
+"""Search options parsed once into small frozen dataclasses, for the REST API and the
+Python API alike.
 
 Search options arrive in three shapes: a query string (every value a string),
 multipart form fields (strings too) and JSON bodies (typed values). One parser
@@ -13,9 +14,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from search.errors import BadRequest
-from search.schema import ItemFilter
-from search.service import MAX_K, MAX_OFFSET
+from .errors import BadRequest
+from .schema import ItemFilter
+from .service import MAX_K, MAX_OFFSET
 
 MAX_TEXT_CHARS = 1000
 MAX_TERMS = 16
@@ -169,14 +170,6 @@ def parse_options(src: Mapping[str, Any], *, filters: Mapping[str, Any] | None =
         threshold=float_param(get["threshold"], "threshold", -1.0, 1.0, convert=conv)
         if "threshold" in get else None,
         path_prefix=prefix, filters=flt)
-
-
-def flat_args(multi) -> dict[str, Any]:
-    """A werkzeug MultiDict as a plain dict: ``format`` keeps every value, others the first."""
-    out: dict[str, Any] = {}
-    for key in multi.keys():
-        out[key] = multi.getlist(key) if key == "format" else multi.get(key)
-    return out
 
 
 def check_keys(body: Mapping[str, Any], allowed: tuple[str, ...] | set[str], where: str) -> None:
