@@ -8,15 +8,17 @@ right type. Every problem is a :class:`BadRequest` naming the parameter.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from .errors import BadRequest
 from .schema import ItemFilter
-from .service import MAX_K, MAX_OFFSET
+from .service import MAX_K, MAX_OFFSET, Page, SearchRequest, SearchService, Term
 
 MAX_TEXT_CHARS = 1000
 MAX_TERMS = 16
@@ -192,3 +194,35 @@ def item_id_param(value: Any, name: str = "item_id") -> int:
 
 def weight_param(value: Any) -> float:
     return float_param(value, "weight", -100.0, 100.0, convert=False)
+
+
+def expand_prefix(prefix: str, roots: tuple[str, ...]) -> tuple[str, ...]:
+    """``ROOT/prefix`` for every root: a path filter relative to the library roots as the
+    absolute path prefixes the store filters on."""
+    local = prefix.replace("/", os.sep)
+    return tuple(root.rstrip(os.sep) + os.sep + local for root in roots)
+
+
+def run_search(service: SearchService, target: str, terms: tuple[Term, ...],
+               opts: SearchOptions, *, exclude_ids: tuple[int, ...] = ()) -> Page:
+    """Search ``target`` ("images" or "texts") for ``terms`` with ``opts``.
+
+    Raises BadRequest for invalid combinations (date order or filters on texts), NotFound
+    for an unknown item term, and whatever the service raises."""
+    if target == "texts":
+        if opts.sort != "score":
+            raise BadRequest("sort=date applies to image results only")
+        return service.search_texts(SearchRequest(terms, k=opts.k, offset=opts.offset,
+                                                  threshold=opts.threshold))
+    if target != "images":
+        raise BadRequest("target must be 'images' or 'texts'")
+    flt = opts.filters
+    if opts.path_prefix is not None:
+        roots = service.item_roots()
+        if not roots:  # nothing indexed yet: nothing can match
+            return Page([], opts.offset, opts.k, False,
+                        {"encode": 0.0, "search": 0.0, "fetch": 0.0})
+        flt = dataclasses.replace(flt, path_prefixes=expand_prefix(opts.path_prefix, roots))
+    return service.search_images(SearchRequest(
+        terms, k=opts.k, offset=opts.offset, filters=flt, threshold=opts.threshold,
+        sort=opts.sort, exclude_ids=exclude_ids))

@@ -26,6 +26,7 @@ MAX_K = 1000
 MAX_OFFSET = 100_000   # deepest page start a search accepts
 DATE_SORT_WINDOW = 1000  # hits (by score) that a date-sorted listing orders
 RELOAD_CHECK_SECONDS = 1.0
+ROOTS_TTL = 5.0  # seconds the distinct roots of indexed items are cached
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,7 @@ class SearchService:
         self.max_pixels = max_pixels
         self.search_threads = search_threads  # FAISS threads per query; None: FAISS's own
         self._last_reload_check = 0.0
+        self._roots: tuple[float, tuple[str, ...]] = (-1e9, ())
 
     # -- query vectors ----------------------------------------------------------
     def encode_image_bytes(self, data: bytes) -> np.ndarray:
@@ -142,6 +144,21 @@ class SearchService:
         if not np.isfinite(norm) or norm < 1e-6:
             raise BadRequest("the query terms cancel out; nothing to search for")
         return total / norm
+
+    # -- library roots ----------------------------------------------------------
+    def item_roots(self) -> tuple[str, ...]:
+        """Distinct roots of indexed items, cached :data:`ROOTS_TTL` seconds (path filters
+        relative to a root are expanded over them)."""
+        stamp, roots = self._roots
+        if time.monotonic() - stamp < ROOTS_TTL:
+            return roots
+        roots = self.library.store.indexed_roots()
+        self._roots = (time.monotonic(), roots)
+        return roots
+
+    def forget_roots(self) -> None:
+        """Drop the cached roots (after indexing or deleting)."""
+        self._roots = (-1e9, ())
 
     # -- searches ---------------------------------------------------------------
     def _maybe_reload(self) -> None:

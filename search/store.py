@@ -203,6 +203,12 @@ class Store:
             raise NotFound(f"item {item_id} has no vector ({item.status}: {item.skip_reason})")
         return unpack(item.vector)
 
+    def indexed_roots(self) -> tuple[str, ...]:
+        """Distinct library roots of indexed items, sorted."""
+        with self.session() as s:
+            return tuple(sorted(s.scalars(select(MediaItem.root).where(
+                MediaItem.status == STATUS_INDEXED).distinct())))
+
     def count_vectors(self) -> int:
         with self.session() as s:
             return s.scalar(select(func.count()).select_from(MediaItem)

@@ -152,7 +152,7 @@ class JobRunner:
                 job = IndexJob(service.library, service.encoder, self.runtime.settings,
                                progress=progress, should_stop=self._stop.is_set)
                 summary = job.run([root])
-            self.runtime.forget_roots()
+            service.forget_roots()
             data = public_summary(summary.to_dict(), [root])
             if summary.interrupted:
                 self._update(job_id, state="failed", summary=json.dumps(data),

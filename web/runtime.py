@@ -15,19 +15,15 @@ import threading
 import time
 from contextlib import contextmanager
 
-from sqlalchemy import select
-
 from search.config import Settings
 from search.errors import Conflict, SearchError
 from search.service import SearchService
-from search.store import STATUS_INDEXED, MediaItem
 
 from .auth import RateLimiter
 
 log = logging.getLogger(__name__)
 
 RETRY_LOAD_AFTER = 30.0  # seconds a load failure is answered from memory
-ROOTS_TTL = 5.0
 WRITE_WAIT = 10.0  # seconds a write waits for another write (or a job) before 409
 
 
@@ -42,7 +38,6 @@ class Runtime:
         self._write_lock = threading.Lock()
         self.limiter = RateLimiter(settings.rate_limit)
         self.jobs = JobRunner(self)
-        self._roots: tuple[float, tuple[str, ...]] = (-1e9, ())
         self.thumb_dir = settings.cache_dir
 
     # -- the search service -------------------------------------------------
@@ -106,22 +101,6 @@ class Runtime:
             yield
         finally:
             self._write_lock.release()
-
-    # -- library roots of stored items -----------------------------------------
-    def item_roots(self) -> tuple[str, ...]:
-        """Distinct roots of indexed items (cached a few seconds)."""
-        stamp, roots = self._roots
-        if time.monotonic() - stamp < ROOTS_TTL:
-            return roots
-        store = self.service().library.store
-        with store.session() as s:
-            roots = tuple(sorted(s.scalars(select(MediaItem.root).where(
-                MediaItem.status == STATUS_INDEXED).distinct())))
-        self._roots = (time.monotonic(), roots)
-        return roots
-
-    def forget_roots(self) -> None:
-        self._roots = (-1e9, ())
 
     def close(self) -> None:
         self.jobs.stop()

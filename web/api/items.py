@@ -54,7 +54,7 @@ def item_delete(item_id: int):
         library.delete_items([item.id])
         library.save()
     drop_thumbnails(item.id, rt.thumb_dir)
-    rt.forget_roots()
+    rt.service().forget_roots()
     return jsonify({"deleted": item.id})
 
 
