@@ -43,8 +43,8 @@ sys.path.insert(0, HERE)
 import faiss  # noqa: E402
 
 from bench_search import latent_unit_vectors, single_query_ms  # noqa: E402
-from search.index_large import LargeIndex  # noqa: E402
-from search.large_base import (Base, BaseWriter, LargeParams, choose_layout,  # noqa: E402
+from search.index.ondisk import LargeIndex  # noqa: E402
+from search.index.base import (Base, BaseWriter, LargeParams, choose_layout,  # noqa: E402
                                large_nlist, train_ivfpq, train_sample_size, train_scan)
 from search.vectors import random_unit_vectors  # noqa: E402
 

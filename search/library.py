@@ -18,8 +18,7 @@ import numpy as np
 
 from .config import Settings
 from .errors import IndexMismatch, ModelMismatch
-from .index import VectorIndex, choose_kind
-from .index_large import LargeIndex, base_root
+from .index import LargeIndex, VectorIndex, base_root, choose_kind
 from .store import Store
 
 log = logging.getLogger(__name__)

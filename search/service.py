@@ -16,7 +16,7 @@ import numpy as np
 
 from .errors import BadRequest, NotFound
 from .images import decode_image
-from .index_kinds import faiss_threads
+from .index import faiss_threads
 from .library import Library
 from .schema import STATUS_INDEXED, ItemFilter, unpack
 

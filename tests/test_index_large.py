@@ -14,9 +14,9 @@ import pytest
 from search.config import Settings
 from search.errors import BadRequest, IndexMismatch, NotFound
 from search.index import VectorIndex
-from search.index_kinds import choose_kind
-from search.index_large import LargeIndex, base_root, is_large_index
-from search.large_base import LargeParams, generation_dirs, large_nlist
+from search.index.kinds import choose_kind
+from search.index.ondisk import LargeIndex, base_root, is_large_index
+from search.index.base import LargeParams, generation_dirs, large_nlist
 from search.library import Library
 from search.store import Store
 
@@ -309,7 +309,7 @@ def scan_saved(random_data, tmp_path_factory):
 
 
 def test_auto_layout_follows_the_data(data, random_data, saved, scan_saved):
-    from search.large_base import MIN_IVF_COVERAGE, ivf_coverage, train_ivfpq
+    from search.index.base import MIN_IVF_COVERAGE, ivf_coverage, train_ivfpq
 
     p = LargeParams.from_kwargs({"pq_m": 8})
     for vectors, clustered in ((data[1], True), (random_data[1], False)):

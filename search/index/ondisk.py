@@ -41,15 +41,15 @@ from typing import Iterable
 
 import numpy as np
 
-from .errors import BadRequest, IndexMismatch, NotFound
-from .index import _RWLock
-from .index_file import (_fsync_dir, _sha256, _write_json_atomic, json_meta,
+from ..errors import BadRequest, IndexMismatch, NotFound
+from .memory import _RWLock
+from .files import (_fsync_dir, _sha256, _write_json_atomic, json_meta,
                          read_sidecar_json, sidecar_path, write_faiss_atomic)
-from .index_kinds import add_in_chunks, load_faiss, new_flat
-from .large_base import (MANIFEST, Base, BaseWriter, LargeParams, choose_layout,
+from .kinds import add_in_chunks, load_faiss, new_flat
+from .base import (MANIFEST, Base, BaseWriter, LargeParams, choose_layout,
                          generation_dirs, large_nlist, min_train_vectors, train_ivfpq,
                          train_sample_size, train_scan)
-from .vectors import as_ids, as_matrix, check_unit_norm, search_arguments
+from ..vectors import as_ids, as_matrix, check_unit_norm, search_arguments
 
 log = logging.getLogger(__name__)
 

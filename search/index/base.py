@@ -64,10 +64,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import BadRequest, IndexMismatch, NotFound
-from .index_kinds import (MIN_LISTS, MIN_POINTS_PER_LIST, add_in_chunks, default_pq_m,
+from ..errors import BadRequest, IndexMismatch, NotFound
+from .kinds import (MIN_LISTS, MIN_POINTS_PER_LIST, add_in_chunks, default_pq_m,
                           load_faiss)
-from .vectors import as_ids, as_matrix, check_unit_norm
+from ..vectors import as_ids, as_matrix, check_unit_norm
 
 log = logging.getLogger(__name__)
 

@@ -35,14 +35,14 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from .errors import BadRequest, NotFound
-from .index_kinds import (ADD_CHUNK, FLAT_MAX_VECTORS, KINDS, MIN_LISTS,  # noqa: F401
+from ..errors import BadRequest, NotFound
+from .kinds import (ADD_CHUNK, FLAT_MAX_VECTORS, KINDS, MIN_LISTS,  # noqa: F401
                           IndexParams, add_in_chunks,
                           choose_kind,
                           default_nlist, default_nprobe, default_pq_m, load_faiss,
                           min_train_vectors, new_flat, new_hnsw, resolve_gpu, structure_kind,
                           train_ivf)
-from .vectors import as_ids, as_matrix, check_unit_norm, search_arguments
+from ..vectors import as_ids, as_matrix, check_unit_norm, search_arguments
 
 log = logging.getLogger(__name__)
 
@@ -469,7 +469,7 @@ class VectorIndex:
         """Write the index atomically to ``path`` plus a JSON sidecar ``path + ".json"``
         holding ``meta`` (a JSON-able dict), kind, dim, count and the file's sha256.
         Raises BadRequest if ``meta`` is not JSON-able."""
-        from .index_file import write_index_files
+        from .files import write_index_files
         with self._lock.read():
             write_index_files(self, path, meta)
 
@@ -479,8 +479,8 @@ class VectorIndex:
         when the sidecar names the ``ondisk`` kind); returns ``(index, meta)``.
         Raises NotFound if neither file exists, IndexMismatch if either is missing,
         unreadable, or they disagree (count, sha256, kind, dim) - e.g. after a torn write."""
-        from .index_file import read_index_files
-        from .index_large import LargeIndex, is_large_index
+        from .files import read_index_files
+        from .ondisk import LargeIndex, is_large_index
         if is_large_index(path):     # the ondisk kind: its own files, CPU only
             return LargeIndex.load(path)
         return read_index_files(cls, path, use_gpu)

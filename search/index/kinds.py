@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import BadRequest, DependencyMissing
+from ..errors import BadRequest, DependencyMissing
 
 log = logging.getLogger(__name__)
 
@@ -176,8 +176,8 @@ def choose_kind(n: int, dim: int, memory_budget_mb: int, *, on_disk: bool = Fals
     budget = memory_budget_mb * 2 ** 20
     if n * (4 * dim + 8) > budget:
         if on_disk:
-            from .large_base import large_nlist
-            from .large_base import min_train_vectors as large_min_train
+            from .base import large_nlist
+            from .base import min_train_vectors as large_min_train
             return "ondisk" if n >= large_min_train(large_nlist(n)) else "flat"
         return "ivfpq" if n >= min_train_vectors("ivfpq", default_nlist(n)) else "flat"
     if n <= FLAT_MAX_VECTORS:

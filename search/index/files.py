@@ -19,8 +19,8 @@ import tempfile
 
 import numpy as np
 
-from .errors import BadRequest, IndexMismatch, NotFound
-from .index_kinds import KINDS, IndexParams, load_faiss, structure_kind
+from ..errors import BadRequest, IndexMismatch, NotFound
+from .kinds import KINDS, IndexParams, load_faiss, structure_kind
 
 FORMAT = "clipsearch-faiss"
 FORMAT_VERSION = 1
