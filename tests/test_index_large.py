@@ -13,9 +13,7 @@ import pytest
 
 from search.config import Settings
 from search.errors import BadRequest, IndexMismatch, NotFound
-from search.index import VectorIndex
-from search.index.kinds import choose_kind
-from search.index.ondisk import LargeIndex, base_root, is_large_index
+from search.index import LargeIndex, base_root, choose_kind, is_large_index, load_index
 from search.index.base import LargeParams, generation_dirs, large_nlist
 from search.library import Library
 from search.store import Store
@@ -117,7 +115,7 @@ def test_lists_are_memory_mapped(index):
 
 def test_save_load_round_trip(index, saved, data, tmp_path):
     ids, _, queries = data
-    loaded, meta = VectorIndex.load(saved)                 # dispatches on the sidecar kind
+    loaded, meta = load_index(saved)                       # dispatches on the sidecar kind
     assert isinstance(loaded, LargeIndex) and meta == {"model": "test"}
     assert is_large_index(saved) and not is_large_index(str(tmp_path / "none.faiss"))
     assert np.array_equal(loaded.ids(), ids)

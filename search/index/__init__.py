@@ -2,9 +2,11 @@
 (:class:`LargeIndex`). Callers import from here; see the submodules for each concern."""
 from .kinds import (FLAT_MAX_VECTORS, KINDS, IndexParams, choose_kind, default_nlist,
                     faiss_threads, min_train_vectors, resolve_gpu)
+from .loading import is_large_index, load_index
 from .memory import VectorIndex
-from .ondisk import LargeIndex, base_root, is_large_index
+from .ondisk import LargeIndex, base_root
+from .rwlock import RWLock
 
-__all__ = ["FLAT_MAX_VECTORS", "KINDS", "IndexParams", "LargeIndex", "VectorIndex",
+__all__ = ["FLAT_MAX_VECTORS", "KINDS", "IndexParams", "LargeIndex", "RWLock", "VectorIndex",
            "base_root", "choose_kind", "default_nlist", "faiss_threads", "is_large_index",
-           "min_train_vectors", "resolve_gpu"]
+           "load_index", "min_train_vectors", "resolve_gpu"]

@@ -31,17 +31,18 @@ import logging
 import math
 import threading
 import time
-from contextlib import contextmanager
 
 import numpy as np
 
 from ..errors import BadRequest, NotFound
+from .files import read_index_files, write_index_files
 from .kinds import (ADD_CHUNK, FLAT_MAX_VECTORS, KINDS, MIN_LISTS,  # noqa: F401
                           IndexParams, add_in_chunks,
                           choose_kind,
                           default_nlist, default_nprobe, default_pq_m, load_faiss,
                           min_train_vectors, new_flat, new_hnsw, resolve_gpu, structure_kind,
                           train_ivf)
+from .rwlock import RWLock
 from ..vectors import as_ids, as_matrix, check_unit_norm, search_arguments
 
 log = logging.getLogger(__name__)
@@ -49,40 +50,6 @@ log = logging.getLogger(__name__)
 COMPACT_FRACTION = 0.25       # HNSW graph is rebuilt when this share of it is tombstones
 _CHUNK = ADD_CHUNK            # rows per reconstruct call, bounds temporary memory
 _faiss = load_faiss
-
-
-class _RWLock:
-    """Many readers or one writer (searches run in parallel, mutations alone)."""
-
-    def __init__(self):
-        self._cond = threading.Condition()
-        self._readers = 0
-        self._writers = 0
-
-    @contextmanager
-    def read(self):
-        with self._cond:
-            self._cond.wait_for(lambda: not self._writers)   # waiting writers go first
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                self._cond.notify_all()
-
-    @contextmanager
-    def write(self):
-        with self._cond:   # held for the whole write: new readers and writers queue up
-            self._writers += 1
-            try:
-                self._cond.wait_for(lambda: self._readers == 0)
-            finally:
-                self._writers -= 1
-            try:
-                yield
-            finally:
-                self._cond.notify_all()
 
 
 # ---------------------------------------------------------------------- the index
@@ -112,7 +79,7 @@ class VectorIndex:
         self._use_gpu = resolve_gpu(use_gpu)
         self._index = new_hnsw(self.dim, self.params) if kind == "hnsw" else new_flat(self.dim)
         self._dead = np.empty(0, dtype=np.int64)   # HNSW tombstones: graph positions
-        self._lock = _RWLock()
+        self._lock = RWLock()
         self._cache_lock = threading.Lock()
         self._cache: dict = {}
         self._gpu = None
@@ -469,20 +436,15 @@ class VectorIndex:
         """Write the index atomically to ``path`` plus a JSON sidecar ``path + ".json"``
         holding ``meta`` (a JSON-able dict), kind, dim, count and the file's sha256.
         Raises BadRequest if ``meta`` is not JSON-able."""
-        from .files import write_index_files
         with self._lock.read():
             write_index_files(self, path, meta)
 
     @classmethod
     def load(cls, path: str, *, use_gpu: bool | None = None) -> tuple["VectorIndex", dict]:
-        """Read an index written by :meth:`save` (or a :class:`~search.index_large.LargeIndex`
-        when the sidecar names the ``ondisk`` kind); returns ``(index, meta)``.
+        """Read an index written by :meth:`save`; returns ``(index, meta)``. In-memory kinds
+        only: :func:`search.index.load_index` also reads the ``ondisk`` kind.
         Raises NotFound if neither file exists, IndexMismatch if either is missing,
         unreadable, or they disagree (count, sha256, kind, dim) - e.g. after a torn write."""
-        from .files import read_index_files
-        from .ondisk import LargeIndex, is_large_index
-        if is_large_index(path):     # the ondisk kind: its own files, CPU only
-            return LargeIndex.load(path)
         return read_index_files(cls, path, use_gpu)
 
     @classmethod
@@ -495,7 +457,7 @@ class VectorIndex:
         self._use_gpu = resolve_gpu(use_gpu)
         self._index = index
         self._dead = dead
-        self._lock = _RWLock()
+        self._lock = RWLock()
         self._cache_lock = threading.Lock()
         self._cache = {}
         self._gpu = None

@@ -30,7 +30,6 @@ does not name are deleted after a successful save.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -42,13 +41,13 @@ from typing import Iterable
 import numpy as np
 
 from ..errors import BadRequest, IndexMismatch, NotFound
-from .memory import _RWLock
 from .files import (_fsync_dir, _sha256, _write_json_atomic, json_meta,
                          read_sidecar_json, sidecar_path, write_faiss_atomic)
 from .kinds import add_in_chunks, load_faiss, new_flat
 from .base import (MANIFEST, Base, BaseWriter, LargeParams, choose_layout,
                          generation_dirs, large_nlist, min_train_vectors, train_ivfpq,
                          train_sample_size, train_scan)
+from .rwlock import RWLock
 from ..vectors import as_ids, as_matrix, check_unit_norm, search_arguments
 
 log = logging.getLogger(__name__)
@@ -66,15 +65,6 @@ def base_root(path: str) -> str:
     return os.path.abspath(os.fspath(path)) + ".ondisk"
 
 
-def is_large_index(path: str) -> bool:
-    """True when the sidecar of ``path`` names the ``ondisk`` kind (False if unreadable)."""
-    try:
-        with open(sidecar_path(path), encoding="utf-8") as fh:
-            return json.load(fh).get("kind") == KIND
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
 class LargeIndex:
     """The ``ondisk`` kind: same interface as :class:`search.index.VectorIndex` (add, remove,
     ids, reconstruct, search, save, load, len). Build one with :meth:`build`."""
@@ -89,7 +79,7 @@ class LargeIndex:
         self.params = params
         self._delta = delta if delta is not None else new_flat(self.dim)
         self._dead = np.empty(0, np.int64) if dead is None else np.unique(as_ids(dead))
-        self._lock = _RWLock()
+        self._lock = RWLock()
         self._cache_lock = threading.Lock()
         self._cache: dict = {}
 
