@@ -51,7 +51,6 @@ memory-mapped), so peak memory is one shard, never the collection.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import math
@@ -65,6 +64,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import BadRequest, IndexMismatch, NotFound
+from ..fileio import fsync_dir, fsync_file, sha256_file
 from .kinds import (MIN_LISTS, MIN_POINTS_PER_LIST, add_in_chunks, default_pq_m,
                           load_faiss)
 from ..vectors import as_ids, as_matrix, check_unit_norm
@@ -375,7 +375,7 @@ class BaseWriter:
         else:
             index_files = self._finish_ivf(ids)
         np.save(os.path.join(self.directory, IDS_FILE), ids)
-        _fsync(os.path.join(self.directory, IDS_FILE))
+        fsync_file(os.path.join(self.directory, IDS_FILE))
         p = self.params
         manifest = {
             "format": FORMAT, "version": FORMAT_VERSION, "n": int(ids.size), "dim": self.dim,
@@ -386,7 +386,7 @@ class BaseWriter:
             "files": {name: os.path.getsize(os.path.join(self.directory, name))
                       for name in (*index_files, IDS_FILE, VECTOR_FILES[p.vector_dtype])},
             # the scan file holds every code (GBs): checked by size, like the vectors
-            "sha256": {name: _sha256(os.path.join(self.directory, name))
+            "sha256": {name: sha256_file(os.path.join(self.directory, name))
                        for name in (index_files[0], IDS_FILE)
                        if not name.startswith("scan-")},
         }
@@ -394,7 +394,7 @@ class BaseWriter:
             json.dump(manifest, fh, indent=1)
             fh.flush()
             os.fsync(fh.fileno())
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         log.info("ondisk base (%s) of %d vectors finished from %d shards in %.1fs: %s",
                  self.layout, ids.size, self.batches, time.perf_counter() - started,
                  self.directory)
@@ -410,7 +410,7 @@ class BaseWriter:
                                       for i in range(len(self._scan_shards))]
         for name, index in zip(names, [self._refine] + self._scan_shards):
             faiss.write_index(index, os.path.join(self.directory, name))
-            _fsync(os.path.join(self.directory, name))
+            fsync_file(os.path.join(self.directory, name))
         self._scan = self._refine = self._scan_shards = None
         return tuple(names)
 
@@ -435,8 +435,8 @@ class BaseWriter:
         index_path = os.path.join(self.directory, INDEX_FILE)
         faiss.write_index(index, index_path)
         del index, ivf, merged             # unmaps lists.ivfdata (written through the map)
-        _fsync(lists_path)
-        _fsync(index_path)
+        fsync_file(lists_path)
+        fsync_file(index_path)
         for path in self._shards:
             os.unlink(path)
         return (INDEX_FILE, LISTS_FILE)
@@ -509,7 +509,7 @@ class Base:
                 if found != int(size):
                     raise ValueError(f"{name} has {found} bytes, the manifest says {size}")
             for name, digest in manifest["sha256"].items():
-                if _sha256(os.path.join(self.directory, name)) != digest:
+                if sha256_file(os.path.join(self.directory, name)) != digest:
                     raise ValueError(f"{name} does not match its sha256")
         except (OSError, KeyError, TypeError, ValueError) as exc:
             raise IndexMismatch(f"ondisk base {self.directory} is incomplete or damaged: {exc}; "
@@ -655,26 +655,3 @@ def generation_dirs(root: str) -> list[str]:
     except FileNotFoundError:
         return []
     return [os.path.join(root, n) for n in names if os.path.isdir(os.path.join(root, n))]
-
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _fsync(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(directory: str) -> None:
-    try:
-        _fsync(directory)
-    except OSError:      # not supported on this platform: best effort
-        pass

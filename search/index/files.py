@@ -12,7 +12,6 @@ disagree and raises :class:`IndexMismatch` instead of loading a torn pair.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import tempfile
@@ -20,6 +19,7 @@ import tempfile
 import numpy as np
 
 from ..errors import BadRequest, IndexMismatch, NotFound
+from ..fileio import fsync_dir, sha256_file, write_json_atomic
 from .kinds import KINDS, IndexParams, load_faiss, structure_kind
 
 FORMAT = "clipsearch-faiss"
@@ -50,7 +50,7 @@ def write_faiss_atomic(faiss_index, path: str) -> str:
     os.close(fd)
     try:
         faiss.write_index(faiss_index, tmp)
-        digest = _sha256(tmp, sync=True)
+        digest = sha256_file(tmp, sync=True)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -79,8 +79,8 @@ def write_index_files(index, path: str, meta: dict) -> None:
         "tombstones": index._dead.tolist(),
         "meta": meta,
     }
-    _write_json_atomic(sidecar_path(path), sidecar)
-    _fsync_dir(directory)
+    write_json_atomic(sidecar_path(path), sidecar)
+    fsync_dir(directory)
 
 
 def read_sidecar_json(path: str) -> tuple[str, dict]:
@@ -114,7 +114,7 @@ def read_index_files(cls, path: str, use_gpu):
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise IndexMismatch(f"index sidecar {side} is malformed: {exc}") from None
     try:
-        digest = _sha256(path)
+        digest = sha256_file(path)
     except OSError as exc:
         raise IndexMismatch(f"index file {path} is missing or unreadable: {exc}") from None
     if digest != expected_sha:
@@ -140,40 +140,3 @@ def read_index_files(cls, path: str, use_gpu):
     index = cls._from_parts(raw, target_kind=target_kind, params=params,
                             dead=np.unique(dead), use_gpu=use_gpu)
     return index, meta
-
-
-def _sha256(path: str, *, sync: bool = False) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-        if sync:
-            os.fsync(fh.fileno())
-    return digest.hexdigest()
-
-
-def _write_json_atomic(path: str, payload: dict) -> None:
-    directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _fsync_dir(directory: str) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:      # not supported on this platform (Windows): best effort
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -41,8 +41,8 @@ from typing import Iterable
 import numpy as np
 
 from ..errors import BadRequest, IndexMismatch, NotFound
-from .files import (_fsync_dir, _sha256, _write_json_atomic, json_meta,
-                         read_sidecar_json, sidecar_path, write_faiss_atomic)
+from ..fileio import fsync_dir, sha256_file, write_json_atomic
+from .files import json_meta, read_sidecar_json, sidecar_path, write_faiss_atomic
 from .kinds import add_in_chunks, load_faiss, new_flat
 from .base import (MANIFEST, Base, BaseWriter, LargeParams, choose_layout,
                          generation_dirs, large_nlist, min_train_vectors, train_ivfpq,
@@ -440,8 +440,8 @@ class LargeIndex:
                 "params": dataclasses.asdict(self.params),
                 "tombstones": self._dead.tolist(), "meta": meta,
             }
-            _write_json_atomic(sidecar_path(path), sidecar)
-            _fsync_dir(directory)
+            write_json_atomic(sidecar_path(path), sidecar)
+            fsync_dir(directory)
             current = self.base.directory
         _remove_stale_generations(root, current)
 
@@ -462,7 +462,7 @@ class LargeIndex:
         except (OSError, AttributeError, KeyError, TypeError, ValueError, BadRequest) as exc:
             raise IndexMismatch(f"index sidecar {side} is missing or malformed: {exc}") from None
         try:
-            if _sha256(path) != digest:
+            if sha256_file(path) != digest:
                 raise IndexMismatch(f"index file {path} does not match its sidecar (sha256 "
                                     "differs): a torn or interrupted write? rebuild the index")
             delta = faiss.read_index(path)
@@ -501,7 +501,7 @@ def _link_generation(source: str, root: str) -> str:
             os.link(os.path.join(source, name), os.path.join(staging, name))
         except OSError:
             shutil.copy2(os.path.join(source, name), os.path.join(staging, name))
-    _fsync_dir(staging)
+    fsync_dir(staging)
     os.replace(staging, target)
     return target
 
