@@ -45,7 +45,8 @@ import faiss  # noqa: E402
 from bench_search import latent_unit_vectors, single_query_ms  # noqa: E402
 from search.index.ondisk import LargeIndex  # noqa: E402
 from search.index.base import (Base, BaseWriter, LargeParams, choose_layout,  # noqa: E402
-                               large_nlist, train_ivfpq, train_sample_size, train_scan)
+                               train_ivfpq, train_sample_size, train_scan)
+from search.index.sizing import large_nlist  # noqa: E402
 from search.vectors import random_unit_vectors  # noqa: E402
 
 K = 10

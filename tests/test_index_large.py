@@ -14,7 +14,8 @@ import pytest
 from search.config import Settings
 from search.errors import BadRequest, IndexMismatch, NotFound
 from search.index import LargeIndex, base_root, choose_kind, is_large_index, load_index
-from search.index.base import LargeParams, generation_dirs, large_nlist
+from search.index.base import LargeParams, generation_dirs
+from search.index.sizing import large_nlist
 from search.library import Library
 from search.store import Store
 

@@ -53,7 +53,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
 import shutil
 import tempfile
@@ -65,8 +64,8 @@ import numpy as np
 
 from ..errors import BadRequest, IndexMismatch, NotFound
 from ..fileio import fsync_dir, fsync_file, sha256_file
-from .kinds import (MIN_LISTS, MIN_POINTS_PER_LIST, add_in_chunks, default_pq_m,
-                          load_faiss)
+from .kinds import add_in_chunks, load_faiss
+from .sizing import MIN_POINTS_PER_LIST, default_pq_m, large_min_train_vectors
 from ..vectors import as_ids, as_matrix, check_unit_norm
 
 log = logging.getLogger(__name__)
@@ -134,27 +133,10 @@ def _is_int(value) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
-def large_nlist(n: int) -> int:
-    """IVF lists of the ondisk kind: sqrt(n) as a power of two, >= 39 training points each.
-
-    Below FAISS's 4..16*sqrt(n) guideline on purpose: assigning n vectors to their lists
-    costs n * nlist * dim multiply-adds on the CPU, and at 10M x 512 on 2 cores nlist=16384
-    would spend ~18 minutes there alone (docs/benchmarks.md, "Large collections")."""
-    if n < 1:
-        return MIN_LISTS
-    k = 2 ** round(math.log2(math.sqrt(n)))
-    return int(max(MIN_LISTS, min(k, n // MIN_POINTS_PER_LIST)))
-
-
 def train_sample_size(n: int, nlist: int, p: LargeParams) -> int:
     """How many vectors to train on: ``train_per_list`` per list and 256 per PQ code."""
     per_list = max(p.train_per_list, MIN_POINTS_PER_LIST)
     return int(min(n, max(per_list * nlist, 256 * 2 ** p.pq_nbits)))
-
-
-def min_train_vectors(nlist: int, pq_nbits: int = 8) -> int:
-    """Fewest vectors an ondisk base can be trained on (FAISS's 39 points per centroid)."""
-    return MIN_POINTS_PER_LIST * max(nlist, 2 ** pq_nbits)
 
 
 def train_ivfpq(dim: int, sample: np.ndarray, nlist: int, p: LargeParams):
@@ -165,7 +147,7 @@ def train_ivfpq(dim: int, sample: np.ndarray, nlist: int, p: LargeParams):
     pq_m = p.pq_m or default_pq_m(dim)
     if dim % pq_m:
         raise BadRequest(f"pq_m={pq_m} must divide the dimension {dim}")
-    need = min_train_vectors(nlist, p.pq_nbits)
+    need = large_min_train_vectors(nlist, p.pq_nbits)
     if sample.shape[0] < need:
         raise BadRequest(f"{sample.shape[0]} training vectors for nlist={nlist}, "
                          f"pq_nbits={p.pq_nbits}: need at least {need}")

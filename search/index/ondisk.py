@@ -44,10 +44,10 @@ from ..errors import BadRequest, IndexMismatch, NotFound
 from ..fileio import fsync_dir, sha256_file, write_json_atomic
 from .files import json_meta, read_sidecar_json, sidecar_path, write_faiss_atomic
 from .kinds import add_in_chunks, load_faiss, new_flat
-from .base import (MANIFEST, Base, BaseWriter, LargeParams, choose_layout,
-                         generation_dirs, large_nlist, min_train_vectors, train_ivfpq,
-                         train_sample_size, train_scan)
+from .base import (MANIFEST, Base, BaseWriter, LargeParams, choose_layout, generation_dirs,
+                   train_ivfpq, train_sample_size, train_scan)
 from .rwlock import RWLock
+from .sizing import large_min_train_vectors, large_nlist
 from ..vectors import as_ids, as_matrix, check_unit_norm, search_arguments
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ class LargeIndex:
     def trainable(n: int, **params) -> bool:
         """Whether ``n`` vectors are enough to train a base with these parameters."""
         p = LargeParams.from_kwargs(params)
-        return n >= min_train_vectors(p.nlist or large_nlist(n), p.pq_nbits)
+        return n >= large_min_train_vectors(p.nlist or large_nlist(n), p.pq_nbits)
 
     # ------------------------------------------------------------ properties
     @property
