@@ -14,7 +14,8 @@ import pytest
 from search.config import Settings
 from search.errors import BadRequest, IndexMismatch, NotFound
 from search.index import LargeIndex, base_root, choose_kind, is_large_index, load_index
-from search.index.base import LargeParams, generation_dirs
+from search.index.generations import generation_dirs
+from search.index.params import LargeParams
 from search.index.sizing import large_nlist
 from search.library import Library
 from search.store import Store
@@ -308,7 +309,7 @@ def scan_saved(random_data, tmp_path_factory):
 
 
 def test_auto_layout_follows_the_data(data, random_data, saved, scan_saved):
-    from search.index.base import MIN_IVF_COVERAGE, ivf_coverage, train_ivfpq
+    from search.index.training import MIN_IVF_COVERAGE, ivf_coverage, train_ivfpq
 
     p = LargeParams.from_kwargs({"pq_m": 8})
     for vectors, clustered in ((data[1], True), (random_data[1], False)):

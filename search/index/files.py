@@ -20,7 +20,8 @@ import numpy as np
 
 from ..errors import BadRequest, IndexMismatch, NotFound
 from ..fileio import fsync_dir, sha256_file, write_json_atomic
-from .kinds import KINDS, IndexParams, load_faiss, structure_kind
+from .kinds import KINDS, load_faiss, structure_kind
+from .params import IndexParams
 
 FORMAT = "clipsearch-faiss"
 FORMAT_VERSION = 1

@@ -32,15 +32,14 @@ The ``auto`` policy (:func:`choose_kind`), with flat size = n * (4*d + 8) bytes:
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import BadRequest, DependencyMissing
+from .params import IndexParams
 from .sizing import (MAX_POINTS_PER_LIST, MIN_POINTS_PER_LIST, default_nlist, default_pq_m,
                      large_min_train_vectors, large_nlist, min_train_vectors)
 
@@ -93,38 +92,6 @@ def faiss_threads(n: int | None):
         yield
     finally:
         faiss.omp_set_num_threads(before)
-
-
-@dataclass
-class IndexParams:
-    """Construction and search parameters; ``None`` means "derive from the data"."""
-
-    nlist: int | None = None          # IVF lists; default from n at training time
-    nprobe: int | None = None         # IVF lists scanned per query; default from nlist
-    hnsw_m: int = 32                  # HNSW links per vector
-    ef_construction: int = 40         # HNSW build beam (FAISS default)
-    ef_search: int = 128              # HNSW search beam
-    pq_m: int | None = None           # PQ bytes per vector; default ~dim/8, divides dim
-    pq_nbits: int = 8                 # bits per PQ code
-    train_per_list: int = 64          # k-means sample: vectors per IVF list (guideline 30..256)
-    seed: int = 1234                  # training-sample and k-means seed
-
-    @classmethod
-    def from_kwargs(cls, nlist, params: dict) -> "IndexParams":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(params) - names
-        if unknown:
-            raise BadRequest(f"unknown index parameter(s): {', '.join(sorted(unknown))}")
-        out = cls(nlist=nlist, **params)
-        for name in ("nlist", "nprobe", "pq_m"):
-            value = getattr(out, name)
-            if value is not None and (not isinstance(value, (int, np.integer)) or value < 1):
-                raise BadRequest(f"{name} must be a positive integer, got {value!r}")
-        for name in ("hnsw_m", "ef_construction", "ef_search", "pq_nbits", "train_per_list"):
-            value = getattr(out, name)
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise BadRequest(f"{name} must be a positive integer, got {value!r}")
-        return out
 
 
 # ---------------------------------------------------------------------- policy

@@ -36,8 +36,9 @@ import numpy as np
 
 from ..errors import BadRequest, NotFound
 from .files import read_index_files, write_index_files
-from .kinds import (ADD_CHUNK, KINDS, IndexParams, add_in_chunks, choose_kind, load_faiss,
-                    new_flat, new_hnsw, resolve_gpu, structure_kind, train_ivf)
+from .kinds import (ADD_CHUNK, KINDS, add_in_chunks, choose_kind, load_faiss, new_flat,
+                    new_hnsw, resolve_gpu, structure_kind, train_ivf)
+from .params import IndexParams
 from .rwlock import RWLock
 from .sizing import MIN_LISTS, default_nlist, default_nprobe, default_pq_m, min_train_vectors
 from ..vectors import as_ids, as_matrix, check_unit_norm, search_arguments

@@ -33,7 +33,6 @@ import dataclasses
 import logging
 import math
 import os
-import shutil
 import threading
 import time
 from typing import Iterable
@@ -44,10 +43,13 @@ from ..errors import BadRequest, IndexMismatch, NotFound
 from ..fileio import fsync_dir, sha256_file, write_json_atomic
 from .files import json_meta, read_sidecar_json, sidecar_path, write_faiss_atomic
 from .kinds import add_in_chunks, load_faiss, new_flat
-from .base import (MANIFEST, Base, BaseWriter, LargeParams, choose_layout, generation_dirs,
-                   train_ivfpq, train_sample_size, train_scan)
+from .base import Base
+from .base_writer import BaseWriter
+from .generations import base_root, link_generation, remove_stale_generations
+from .params import LargeParams
 from .rwlock import RWLock
 from .sizing import large_min_train_vectors, large_nlist
+from .training import choose_layout, train_ivfpq, train_sample_size, train_scan
 from ..vectors import as_ids, as_matrix, check_unit_norm, search_arguments
 
 log = logging.getLogger(__name__)
@@ -57,12 +59,6 @@ FORMAT = "clipsearch-ondisk"
 FORMAT_VERSION = 1
 DELTA_MAX = 50_000        # delta rows searched exactly before compaction is due (~8 ms at 512-d)
 TOMBSTONE_FRACTION = 0.25
-STALE_BUILD_S = 24 * 3600  # an unfinished generation this old is a crashed build
-
-
-def base_root(path: str) -> str:
-    """Directory holding the base generations of the index saved at ``path``."""
-    return os.path.abspath(os.fspath(path)) + ".ondisk"
 
 
 class LargeIndex:
@@ -429,7 +425,7 @@ class LargeIndex:
         os.makedirs(root, exist_ok=True)
         with self._lock.write():
             if os.path.dirname(self.base.directory) != root:
-                self.base.directory = _link_generation(self.base.directory, root)
+                self.base.directory = link_generation(self.base.directory, root)
             digest = write_faiss_atomic(self._delta, path)
             sidecar = {
                 "format": FORMAT, "version": FORMAT_VERSION, "kind": KIND,
@@ -443,7 +439,7 @@ class LargeIndex:
             write_json_atomic(sidecar_path(path), sidecar)
             fsync_dir(directory)
             current = self.base.directory
-        _remove_stale_generations(root, current)
+        remove_stale_generations(root, current)
 
     @classmethod
     def load(cls, path: str) -> tuple["LargeIndex", dict]:
@@ -485,41 +481,3 @@ class LargeIndex:
         """Unmap the base files (the index is unusable afterwards)."""
         with self._lock.write():
             self.base.close()
-
-
-def _link_generation(source: str, root: str) -> str:
-    """Give ``root`` the generation at ``source`` (built or saved elsewhere): hard links, as
-    its files are never modified, copies across filesystems. ``source`` stays valid."""
-    target = os.path.join(root, os.path.basename(source))
-    if os.path.isdir(target):
-        return target
-    staging = target + ".linking"
-    shutil.rmtree(staging, ignore_errors=True)
-    os.makedirs(staging)
-    for name in os.listdir(source):
-        try:
-            os.link(os.path.join(source, name), os.path.join(staging, name))
-        except OSError:
-            shutil.copy2(os.path.join(source, name), os.path.join(staging, name))
-    fsync_dir(staging)
-    os.replace(staging, target)
-    return target
-
-
-def _remove_stale_generations(root: str, current: str) -> None:
-    """Delete generations replaced by ``current``: complete ones older than it, and
-    unfinished ones (no manifest) a day old. Newer ones may be another process's build
-    that is about to be saved, so they stay."""
-    for gen in generation_dirs(root):
-        gen = os.path.abspath(gen)
-        if gen == current:
-            continue
-        complete = os.path.exists(os.path.join(gen, MANIFEST))
-        try:
-            age = time.time() - os.path.getmtime(gen)
-        except OSError:
-            continue
-        if (complete and os.path.basename(gen) < os.path.basename(current)) or \
-                (not complete and age > STALE_BUILD_S):
-            log.info("removing unused ondisk base %s", gen)
-            shutil.rmtree(gen, ignore_errors=True)
