@@ -1,4 +1,4 @@
-"""Index kinds, their FAISS builders and parameters, and the ``auto`` policy.
+"""Index kinds, their FAISS builders and the ``auto`` policy; loading FAISS, its threads, GPUs.
 
 Kinds
 -----
@@ -6,7 +6,7 @@ Kinds
 ``ivf``    IVF-Flat: k-means lists, ``nprobe`` lists scanned per query; exact distances.
 ``hnsw``   HNSW graph over flat vectors (``IndexHNSWFlat`` in ``IndexIDMap2``); ``ef_search``
            sets the speed / recall trade-off. FAISS cannot remove from HNSW; VectorIndex
-           keeps tombstones and rebuilds the graph (see search/index.py).
+           keeps tombstones and rebuilds the graph (see :mod:`search.index.hnsw`).
 ``ivfpq``  IVF with product-quantised codes (``pq_m`` bytes per vector): the low-memory
            kind. Scores and reconstructed vectors are approximations. :func:`new_ivfpq` is
            the single place that builds it (room for OPQ / re-ranking / mmap later).
@@ -17,7 +17,7 @@ list (the guideline range is 30..256; more costs minutes on 2 cores for little g
 uses M=32 and FAISS's efConstruction=40. ``nprobe`` defaults to nlist/32 (at least 8) and
 ``ef_search`` to 128; both can be changed at any time on a VectorIndex.
 
-``ondisk`` (not built by VectorIndex: see :mod:`search.index_large`) IVF-PQ with OPQ
+``ondisk`` (not built by VectorIndex: see :mod:`search.index.ondisk`) IVF-PQ with OPQ
            optional, inverted lists memory-mapped from disk, exact re-ranking from a
            float16 copy of the vectors on disk; for collections beyond the memory budget.
 
@@ -99,7 +99,7 @@ def choose_kind(n: int, dim: int, memory_budget_mb: int, *, on_disk: bool = Fals
     """The ``auto`` policy: an index kind for ``n`` vectors of ``dim`` under a memory budget.
 
     See the module docstring for the table. ``on_disk``: the caller can build the
-    ``ondisk`` kind (:mod:`search.index_large`, which needs a directory and streams from the
+    ``ondisk`` kind (:mod:`search.index.ondisk`, which needs a directory and streams from the
     store, so only :class:`search.library.Library` can); it then replaces ``ivfpq`` where
     flat vectors exceed the budget. Raises :class:`BadRequest` for negative sizes.
     """

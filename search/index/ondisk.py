@@ -1,7 +1,8 @@
 """LargeIndex: the ``ondisk`` kind, for collections that do not fit in memory.
 
-An immutable *base* (:mod:`search.large_base`: IVF-PQ with memory-mapped on-disk inverted
-lists, plus a float16 copy of the vectors on disk) and two small in-memory layers:
+An immutable *base* (:mod:`search.index.base`, files in :mod:`search.index.generations`:
+IVF-PQ with memory-mapped on-disk inverted lists, plus a float16 copy of the vectors on
+disk) and two small in-memory layers:
 
 * a **delta**: vectors added after the base was built, searched exactly
   (``IndexFlatIP`` in ``IndexIDMap2``);
@@ -14,13 +15,13 @@ delta. When the delta passes ``DELTA_MAX`` vectors (whatever the base's size: ea
 :attr:`LargeIndex.needs_compaction` turns true and :class:`search.library.Library`
 rebuilds the base from the store.
 
-Search: the PQ codes of ``nprobe`` lists give the top ``rerank`` candidates, which are
-re-scored exactly with the stored vectors read from disk (float16 on disk: scores agree
-with float32 within ~1e-4), merged with the delta's exact results. Filters follow
-:class:`search.index.VectorIndex`: every row holds min(k, eligible) results; an
-``allowed_ids`` set of at most ``exact_subset`` (20k) base ids is scored exactly from the
-vector file, larger ones go through an ``IDSelector`` with ``nprobe`` widened until rows
-are full.
+Search (:mod:`search.index.base_search`): the PQ codes of ``nprobe`` lists give the top
+``rerank`` candidates, which are re-scored exactly with the stored vectors read from disk
+(float16 on disk: scores agree with float32 within ~1e-4), merged with the delta's exact
+results. Filters follow :class:`search.index.VectorIndex`: every row holds min(k, eligible)
+results; an ``allowed_ids`` set of at most ``exact_subset`` (20k) base ids is scored exactly
+from the vector file, larger ones go through an ``IDSelector`` with ``nprobe`` widened until
+rows are full.
 
 Files (see :meth:`LargeIndex.save`): ``PATH`` is the delta (a FAISS flat index), ``PATH.json``
 the sidecar (kind ``ondisk``, tombstones, parameters, the generation in use, sha256 of
@@ -31,7 +32,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
 import threading
 import time
@@ -44,6 +44,7 @@ from ..fileio import fsync_dir, sha256_file, write_json_atomic
 from .files import json_meta, read_sidecar_json, sidecar_path, write_faiss_atomic
 from .kinds import add_in_chunks, load_faiss, new_flat
 from .base import Base
+from .base_search import search_base
 from .base_writer import BaseWriter
 from .generations import base_root, link_generation, remove_stale_generations
 from .params import LargeParams
@@ -88,7 +89,7 @@ class LargeIndex:
         stream ``chunks`` of ``(ids int64 (c,), vectors float32 (c, dim))`` into a new base
         generation under ``root``, shard by shard. ``n`` (the expected total, for the
         default nlist) defaults to the sample size. ``params``: fields of
-        :class:`~search.large_base.LargeParams`.
+        :class:`~search.index.params.LargeParams`.
         Raises BadRequest for bad parameters, too small a sample, duplicate ids."""
         p = LargeParams.from_kwargs(params)
         x = as_matrix(sample, dim, name="sample")
@@ -288,7 +289,8 @@ class LargeIndex:
                 delta_eligible = delta_ids.size - (0 if delta_hidden is None else delta_hidden.size)
             parts = []
             if m and base_eligible:
-                parts.append(self._search_base(q, k, base_allowed, base_hidden, base_eligible))
+                parts.append(search_base(self.base, self.params, self.nprobe, q, k,
+                                         base_allowed, base_hidden, base_eligible))
             if m and delta_eligible:
                 parts.append(self._search_delta(q, k, delta_allowed, delta_hidden))
         scores = np.full((m, k), -np.inf, dtype=np.float32)
@@ -315,100 +317,6 @@ class LargeIndex:
             sel = faiss.IDSelectorNot(keep)
         params = None if sel is None else faiss.SearchParameters(sel=sel)
         return self._delta.search(q, k, params=params)
-
-    def _search_base(self, q, k, allowed, hidden, eligible):
-        """(m, k) exact scores and store ids from the base; ``allowed`` / ``hidden`` are
-        sorted row arrays (or None)."""
-        if allowed is not None and \
-                allowed.size <= max(self.params.exact_subset, self.params.rerank):
-            return self._exact_subset(q, k, allowed)
-        if self.base.layout == "scan":
-            return self._search_scan(q, k, allowed, hidden, eligible)
-        faiss = load_faiss()
-        keep = []
-        if allowed is not None:
-            selector = faiss.IDSelectorBatch(allowed)
-        elif hidden.size:
-            keep.append(faiss.IDSelectorBatch(hidden))
-            selector = faiss.IDSelectorNot(keep[0])
-        else:
-            selector = None
-        want = min(k, eligible)
-        depth = max(k, self.params.rerank)
-        nlist = self.base.nlist
-        # As in VectorIndex: probe as many lists as it takes to see as many eligible codes
-        # as an unfiltered search would, then widen x4 for rows still short of results.
-        nprobe = min(nlist, math.ceil(self.nprobe * self.base.n / eligible))
-        candidates = np.empty((q.shape[0], depth), dtype=np.int64)
-        rows = np.arange(q.shape[0])
-        while rows.size:
-            _, found = self.base.search(q[rows], depth, nprobe, selector,
-                                        self.params.prefetch_threads)
-            candidates[rows] = found
-            short = (found >= 0).sum(axis=1) < want
-            if not short.any() or nprobe >= nlist:
-                break
-            rows, nprobe = rows[short], min(nlist, nprobe * 4)
-        return self._rerank(q, k, candidates)
-
-    def _search_scan(self, q, k, allowed, hidden, eligible):
-        """The scan layout has no selectors: drop ineligible candidate rows afterwards, and
-        ask again x4 deeper for query rows left short (up to the whole base)."""
-        want = min(k, eligible)
-        depth = max(k, self.params.rerank)
-        # As with nprobe on IVF: look as deep as an unfiltered search would among eligible rows.
-        depth = min(self.base.n, math.ceil(depth * self.base.n / eligible))
-        candidates = np.full((q.shape[0], max(k, self.params.rerank)), -1, dtype=np.int64)
-        todo = np.arange(q.shape[0])
-        while todo.size:
-            scan = max(self.params.scan_candidates, depth)
-            _, found = self.base.scan(q[todo], depth, min(self.base.n, scan))
-            ok = found >= 0
-            if allowed is not None:
-                ok &= np.isin(found, allowed)
-            elif hidden is not None and hidden.size:
-                ok &= ~np.isin(found, hidden)
-            short = []
-            for j, row in enumerate(todo):
-                keep = found[j][ok[j]][:candidates.shape[1]]
-                candidates[row] = -1
-                candidates[row, :keep.size] = keep
-                if keep.size < want and depth < self.base.n:
-                    short.append(j)
-            todo, depth = todo[short], min(self.base.n, depth * 4)
-        return self._rerank(q, k, candidates)
-
-    def _rerank(self, q, k, candidates):
-        """Exact inner products of each query with its candidate rows; the top ``k`` as
-        (scores, store ids)."""
-        D = np.full((q.shape[0], k), -np.inf, dtype=np.float32)
-        I = np.full((q.shape[0], k), -1, dtype=np.int64)
-        for at in range(q.shape[0]):
-            rows = candidates[at]
-            rows = rows[rows >= 0]
-            if not rows.size:
-                continue
-            # einsum, not "@": a matrix-vector product would wake numpy's BLAS threads,
-            # whose spinning then took the cores from the next query's parallel scan
-            # (measured: the scan layout's next search 15 -> 26 ms at 2M, 2 shards).
-            scores = np.einsum("ij,j->i", self.base.vectors.read(rows), q[at])
-            top = min(k, rows.size)
-            best = np.argpartition(-scores, top - 1)[:top] if rows.size > top else \
-                np.arange(rows.size)
-            best = best[np.argsort(-scores[best], kind="stable")]
-            D[at, :top], I[at, :top] = scores[best], self.base.ids[rows[best]]
-        return D, I
-
-    def _exact_subset(self, q, k, rows):
-        """Brute force over a small allowed set of base rows, read from the vector file."""
-        scores = q @ self.base.vectors.read(rows).T
-        top = min(k, rows.size)
-        best = np.argsort(-scores, axis=1, kind="stable")[:, :top]
-        D = np.full((q.shape[0], k), -np.inf, dtype=np.float32)
-        I = np.full((q.shape[0], k), -1, dtype=np.int64)
-        D[:, :top] = np.take_along_axis(scores, best, axis=1)
-        I[:, :top] = self.base.ids[rows[best]]
-        return D, I
 
     # ------------------------------------------------------------ files
     def save(self, path: str, *, meta: dict) -> None:
