@@ -1,4 +1,4 @@
-"""Large-collection benchmark: the ``ondisk`` index (search/index_large.py) at 10M x 512.
+"""Large-collection benchmark: the ``ondisk`` index (search/index/ondisk.py) at 10M x 512.
 
 One run, two processes:
 

@@ -1,4 +1,4 @@
-"""The ondisk index kind (search/index_large.py, search/large_base.py) on ~20k structured
+"""The ondisk index kind (search/index/ondisk.py and its base modules) on ~20k structured
 vectors: shard-by-shard build, recall against exact search, memory-mapped lists, files,
 add/remove after the build, filters, the auto policy and the Library building it from the
 store."""

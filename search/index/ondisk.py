@@ -41,17 +41,17 @@ import numpy as np
 
 from ..errors import BadRequest, IndexMismatch, NotFound
 from ..fileio import fsync_dir, sha256_file, write_json_atomic
-from .files import json_meta, read_sidecar_json, sidecar_path, write_faiss_atomic
-from .kinds import add_in_chunks, load_faiss, new_flat
+from ..vectors import as_ids, as_matrix, check_unit_norm, search_arguments
 from .base import Base
 from .base_search import search_base
 from .base_writer import BaseWriter
+from .files import json_meta, read_sidecar_json, sidecar_path, write_faiss_atomic
 from .generations import base_root, link_generation, remove_stale_generations
+from .kinds import add_in_chunks, load_faiss, new_flat
 from .params import LargeParams
 from .rwlock import RWLock
 from .sizing import large_min_train_vectors, large_nlist
 from .training import choose_layout, train_ivfpq, train_sample_size, train_scan
-from ..vectors import as_ids, as_matrix, check_unit_norm, search_arguments
 
 log = logging.getLogger(__name__)
 
