@@ -2,8 +2,8 @@
 in-memory kinds (:class:`search.index.memory.VectorIndex`), :class:`LargeParams` for the
 ``ondisk`` kind (:class:`search.index.ondisk.LargeIndex`).
 
-Both are saved in the index sidecar (``dataclasses.asdict``) and read back through the same
-constructor, so a field's name is part of the file format. Why the defaults are what they
+Both are saved in the index sidecar (``dataclasses.asdict``) and rebuilt from it on load,
+so a field's name is part of the file format. Why the defaults are what they
 are: :mod:`search.index.kinds` and :mod:`search.index.sizing`.
 """
 from __future__ import annotations
