@@ -8,6 +8,10 @@ Each file is written to a temporary name in the same directory, fsynced and move
 with ``os.replace`` (index first, sidecar second, then the directory is fsynced). A crash in
 between leaves a new index next to an old sidecar; :func:`read_index_files` sees the sha256
 disagree and raises :class:`IndexMismatch` instead of loading a torn pair.
+
+The ``ondisk`` kind (:mod:`search.index.ondisk`) writes its delta and sidecar the same way
+and shares :func:`write_faiss_atomic`, :func:`json_meta`, :func:`sidecar_path` and
+:func:`read_sidecar_json` from here.
 """
 from __future__ import annotations
 
