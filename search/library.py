@@ -18,8 +18,7 @@ import numpy as np
 
 from .config import Settings
 from .errors import IndexMismatch, ModelMismatch
-from .index import VectorIndex, choose_kind
-from .index_large import LargeIndex, base_root
+from .index import LargeIndex, VectorIndex, base_root, choose_kind, load_index
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -93,7 +92,7 @@ class Library:
         if not os.path.exists(path):
             return None, None
         try:
-            index, meta = VectorIndex.load(path, use_gpu=self.settings.use_gpu)
+            index, meta = load_index(path, use_gpu=self.settings.use_gpu)
         except IndexMismatch as e:
             return None, f"index file unreadable ({e})"
         model = self.model

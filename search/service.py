@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import BadRequest, NotFound
-from .index_kinds import faiss_threads
+from .index import faiss_threads
 from .library import Library
 from .media.images import decode_image
 from .schema import STATUS_INDEXED, ItemFilter, unpack
