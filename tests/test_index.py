@@ -10,14 +10,8 @@ import numpy as np
 import pytest
 
 from search.errors import BadRequest, DependencyMissing, IndexMismatch, NotFound
-from search.index import (
-    FLAT_MAX_VECTORS,
-    VectorIndex,
-    choose_kind,
-    default_nlist,
-    min_train_vectors,
-    resolve_gpu,
-)
+from search.index import (FLAT_MAX_VECTORS, VectorIndex, choose_kind, default_nlist,
+                          min_train_vectors, resolve_gpu)
 from search.vectors import random_unit_vectors
 
 DIM = 32

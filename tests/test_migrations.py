@@ -23,25 +23,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from click.testing import CliRunner
-from sqlalchemy import (
-    BigInteger,
-    Column,
-    DateTime,
-    Float,
-    ForeignKey,
-    Integer,
-    LargeBinary,
-    MetaData,
-    String,
-    Table,
-    Text,
-    UniqueConstraint,
-    create_engine,
-    insert,
-    inspect,
-    select,
-    text,
-)
+from sqlalchemy import (BigInteger, Column, DateTime, Float, ForeignKey, Integer, LargeBinary,
+                        MetaData, String, Table, Text, UniqueConstraint, create_engine, insert,
+                        inspect, select, text)
 
 from search import migrate
 from search.errors import Conflict

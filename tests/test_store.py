@@ -14,16 +14,8 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from search.errors import ModelMismatch, NotFound
-from search.store import (
-    SCHEMA_VERSION,
-    STATUS_INDEXED,
-    STATUS_SKIPPED,
-    Base,
-    ItemFilter,
-    MediaItem,
-    Store,
-    pack,
-)
+from search.store import (SCHEMA_VERSION, STATUS_INDEXED, STATUS_SKIPPED, Base, ItemFilter,
+                          MediaItem, Store, pack)
 
 PG_URL = os.environ.get("CLIPSEARCH_TEST_PG_URL")
 

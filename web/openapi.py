@@ -10,20 +10,8 @@ from __future__ import annotations
 
 from .auth import SESSION_COOKIE, SESSION_MAX_AGE
 from .items import THUMB_SIZES
-from .openapi_components import (
-    READ,
-    SEARCH_ERRORS,
-    WRITE,
-    errors,
-    form_props,
-    id_param,
-    ok,
-    query_param,
-    query_params,
-    ref,
-    schemas,
-    security_schemes,
-)
+from .openapi_components import (READ, SEARCH_ERRORS, WRITE, errors, form_props, id_param, ok,
+                                 query_param, query_params, ref, schemas, security_schemes)
 
 VERSION = "1.0.0"
 

@@ -15,17 +15,8 @@ import numpy as np
 
 from ..errors import IndexMismatch, NotFound
 from ..fileio import sha256_file
-from .generations import (
-    FORMAT,
-    FORMAT_VERSION,
-    IDS_FILE,
-    INDEX_FILE,
-    LISTS_FILE,
-    MANIFEST,
-    SCAN_REFINE_FILE,
-    SCAN_SHARD_FILE,
-    VECTOR_FILES,
-)
+from .generations import (FORMAT, FORMAT_VERSION, IDS_FILE, INDEX_FILE, LISTS_FILE, MANIFEST,
+                          SCAN_REFINE_FILE, SCAN_SHARD_FILE, VECTOR_FILES)
 from .kinds import load_faiss
 
 

@@ -23,17 +23,8 @@ import numpy as np
 from ..errors import BadRequest, IndexMismatch
 from ..fileio import fsync_dir, fsync_file, sha256_file
 from ..vectors import as_ids, as_matrix, check_unit_norm
-from .generations import (
-    FORMAT,
-    FORMAT_VERSION,
-    IDS_FILE,
-    INDEX_FILE,
-    LISTS_FILE,
-    MANIFEST,
-    SCAN_REFINE_FILE,
-    SCAN_SHARD_FILE,
-    VECTOR_FILES,
-)
+from .generations import (FORMAT, FORMAT_VERSION, IDS_FILE, INDEX_FILE, LISTS_FILE, MANIFEST,
+                          SCAN_REFINE_FILE, SCAN_SHARD_FILE, VECTOR_FILES)
 from .kinds import add_in_chunks, load_faiss
 from .params import LargeParams
 

@@ -40,15 +40,8 @@ import numpy as np
 
 from ..errors import BadRequest, DependencyMissing
 from .params import IndexParams
-from .sizing import (
-    MAX_POINTS_PER_LIST,
-    MIN_POINTS_PER_LIST,
-    default_nlist,
-    default_pq_m,
-    large_min_train_vectors,
-    large_nlist,
-    min_train_vectors,
-)
+from .sizing import (MAX_POINTS_PER_LIST, MIN_POINTS_PER_LIST, default_nlist, default_pq_m,
+                     large_min_train_vectors, large_nlist, min_train_vectors)
 
 log = logging.getLogger(__name__)
 

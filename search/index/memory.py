@@ -38,24 +38,10 @@ import numpy as np
 from ..errors import BadRequest, NotFound
 from ..vectors import as_ids, as_matrix, check_unit_norm, search_arguments
 from .files import read_index_files, write_index_files
-from .hnsw import (
-    COMPACT_FRACTION,
-    GraphPositions,
-    graph_of,
-    rebuild_without_tombstones,
-    search_graph,
-)
-from .kinds import (
-    KINDS,
-    add_in_chunks,
-    choose_kind,
-    load_faiss,
-    new_flat,
-    new_hnsw,
-    resolve_gpu,
-    structure_kind,
-    train_ivf,
-)
+from .hnsw import (COMPACT_FRACTION, GraphPositions, graph_of, rebuild_without_tombstones,
+                   search_graph)
+from .kinds import (KINDS, add_in_chunks, choose_kind, load_faiss, new_flat, new_hnsw, resolve_gpu,
+                    structure_kind, train_ivf)
 from .params import IndexParams
 from .rwlock import RWLock
 from .sizing import MIN_LISTS, default_nlist, default_nprobe, default_pq_m, min_train_vectors

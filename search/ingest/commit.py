@@ -10,17 +10,8 @@ import numpy as np
 from sqlalchemy import select
 
 from ..library import Library
-from ..schema import (
-    STATUS_INDEXED,
-    STATUS_SKIPPED,
-    FileState,
-    MediaItem,
-    TextEntry,
-    pack,
-    sidecar_source,
-    text_hash,
-    utcnow,
-)
+from ..schema import (STATUS_INDEXED, STATUS_SKIPPED, FileState, MediaItem, TextEntry, pack,
+                      sidecar_source, text_hash, utcnow)
 from .decode import Decoded
 from .summary import Summary
 

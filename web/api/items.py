@@ -15,15 +15,8 @@ from search.options import int_param, parse_options
 from search.service import Term
 
 from ..auth import rate_limited, requires_key
-from ..items import (
-    drop_thumbnails,
-    indexed_item,
-    item_json,
-    mime_type,
-    resolve_file,
-    thumb_size,
-    thumbnail,
-)
+from ..items import (drop_thumbnails, indexed_item, item_json, mime_type, resolve_file, thumb_size,
+                     thumbnail)
 from ..search_runner import run_search
 from .common import SEARCH_ARGS, current_runtime, query_args, row_id
 

@@ -12,18 +12,8 @@ import numpy as np
 from flask import Blueprint, jsonify, request
 
 from search.errors import BadRequest
-from search.options import (
-    FILTER_KEYS,
-    MAX_TERMS,
-    OPTION_KEYS,
-    SearchOptions,
-    check_keys,
-    item_id_param,
-    parse_options,
-    str_param,
-    text_param,
-    weight_param,
-)
+from search.options import (FILTER_KEYS, MAX_TERMS, OPTION_KEYS, SearchOptions, check_keys,
+                            item_id_param, parse_options, str_param, text_param, weight_param)
 from search.service import Term
 
 from ..auth import rate_limited, requires_key

@@ -7,14 +7,8 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
-from ..auth import (
-    check_key,
-    end_session,
-    rate_limited,
-    request_session,
-    session_max_age,
-    start_session,
-)
+from ..auth import (check_key, end_session, rate_limited, request_session, session_max_age,
+                    start_session)
 from .common import current_runtime, query_args
 
 bp = Blueprint("session", __name__, url_prefix="/api")
