@@ -172,3 +172,13 @@ def test_modules_stay_small():
     long = {m: n for m, path in _modules().items()
             if (n := sum(1 for _ in open(path, encoding="utf-8"))) > MAX_MODULE_LINES}
     assert not long, long
+
+
+if __name__ == "__main__":   # `python tests/test_config_layers.py`: the graph between packages
+    import collections
+
+    edges = collections.Counter((m.split(".")[0], t.split(".")[0])
+                                for m, targets in _graph().items() for t in targets
+                                if m.split(".")[0] != t.split(".")[0])
+    for (src, dst), n in sorted(edges.items(), key=lambda e: (LAYER[e[0][0]], LAYER[e[0][1]])):
+        print(f"{src} -> {dst}: {n} imports")
