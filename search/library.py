@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import keywords
 from .config import Settings
 from .errors import IndexMismatch, ModelMismatch
 from .index import LargeIndex, VectorIndex, base_root, choose_kind, load_index
@@ -118,7 +119,9 @@ class Library:
         return diffs
 
     def load(self) -> "Library":
-        """Load all indexes, repairing them from the store where they disagree."""
+        """Load all indexes, repairing them from the store where they disagree (and the
+        keyword index, when it is missing or out of date)."""
+        keywords.ensure_built(self.store)
         with self._lock:
             for table in TABLES:
                 self.indexes[table] = self._load_one(table)
