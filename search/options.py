@@ -137,9 +137,10 @@ def parse_filters(src: Mapping[str, Any], *, typed: bool = False
     ``typed``: values come from JSON and must already be numbers where numbers are due.
     """
     conv = not typed
-    # An empty string filter means "no filter" (what an empty form field sends).
+    # An empty string filter means "no filter" (what an empty form field sends), for the
+    # filters the document types as strings; an empty number is not a number.
     get = {k: src[k] for k in FILTER_KEYS if k in src and not (
-        isinstance(src[k], str) and not src[k].strip())}
+        k not in ("min_width", "min_height") and isinstance(src[k], str) and not src[k].strip())}
     prefix = _prefix(get["path_prefix"]) if "path_prefix" in get else None
     after = _date(get["captured_after"], "captured_after", end_of_day=False) \
         if "captured_after" in get else None

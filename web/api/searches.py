@@ -23,7 +23,7 @@ from .common import SEARCH_ARGS, current_runtime, flat_args, json_body, query_ar
 bp = Blueprint("searches", __name__, url_prefix="/api")
 
 MAX_VECTOR = 4096
-COMBINED_KEYS = ("terms", "k", "offset", "filters", "threshold", "sort", "target")
+COMBINED_KEYS = ("terms", "filters", "target", *OPTION_KEYS)
 TERM_KEYS = ("text", "item_id", "vector", "image", "weight")
 
 
