@@ -44,7 +44,9 @@ def _image_query() -> tuple[Term, SearchOptions]:
             raise BadRequest("the uploaded image is empty")
         args = query_args(*SEARCH_ARGS)
         parse_options(args)  # invalid query parameters fail even where form fields win
-        return Term(image=data), parse_options({**args, **flat_args(request.form)})
+        form = flat_args(request.form)
+        check_keys(form, SEARCH_ARGS, "the form fields")  # typos fail loudly here too
+        return Term(image=data), parse_options({**args, **form})
     parse_options(query_args(*SEARCH_ARGS))  # ignored with a JSON body, but must be valid
     body = json_body()
     if "item_id" not in body:
