@@ -13,7 +13,7 @@ from PIL import Image
 
 from search.errors import BadRequest
 from search.options import parse_options, run_search
-from search.service import SearchRequest, Term
+from search.service import Term
 
 
 @pytest.fixture(scope="module")
