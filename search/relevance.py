@@ -136,11 +136,12 @@ class CollectionSample:
 
 def draw_sample(store, table: str, *, seed: int = 0) -> CollectionSample:
     ids = store.vector_ids(table)
-    if len(ids) > SAMPLE_SIZE:
+    count = len(ids)
+    if count > SAMPLE_SIZE:
         ids = np.sort(np.random.default_rng(seed).choice(ids, SAMPLE_SIZE, replace=False))
     parts = [v for _, v in store.iter_vectors(table, ids=ids)]
     vecs = np.concatenate(parts) if parts else np.zeros((0, 1), np.float32)
-    return CollectionSample(vecs.astype(np.float32), int(len(store.vector_ids(table))))
+    return CollectionSample(vecs.astype(np.float32), int(count))
 
 
 def save_sample(path: str, sample: CollectionSample, model: dict | None) -> None:
