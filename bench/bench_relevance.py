@@ -79,10 +79,15 @@ def main() -> None:
     ap.add_argument("--model", default="clipsearch-mini")
     ap.add_argument("--data-dir", help="index here (default: a temporary folder)")
     ap.add_argument("--json", dest="json_out")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (1: steady on a busy box)")
+    ap.add_argument("--max-queries", type=int, default=0,
+                    help="at most this many queries per set, evenly spread (0: all)")
     args = ap.parse_args()
 
     data_dir = args.data_dir or tempfile.mkdtemp(prefix="bench-relevance-")
-    settings = Settings.from_env({}, data_dir=data_dir, model=args.model, workers=1)
+    settings = Settings.from_env({}, data_dir=data_dir, model=args.model, workers=1,
+                                 torch_threads=args.threads)
     encoder = load_encoder(settings)
     library = Library(settings)
     t0 = time.time()
@@ -112,6 +117,8 @@ def main() -> None:
               "model": library.model, "calibration": library.calibration.to_dict()
               if library.calibration else None, "index_seconds": round(index_s, 1),
               "results": {}}
+    if args.max_queries:
+        sets = {name: q[::max(1, -(-len(q) // args.max_queries))] for name, q in sets.items()}
     for mode in args.modes.split(","):
         for name, queries in sets.items():
             kept_answer, hits = 0, []
