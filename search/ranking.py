@@ -147,7 +147,9 @@ def fused_ranked(library, q: np.ndarray, kq: KeywordQuery, mode: str, *, rel: Re
     order = [i for i in order if i in cos]  # a row without a vector is not searchable
     if threshold is not None:
         order = [i for i in order if cos[i] >= threshold]
-    top = float(vs[0]) if len(vs) else (max(cos.values()) if cos else None)
+    if mode == "keyword":  # the cut is the same as in the other modes: from the best picture
+        vs, _ = _vector_search(library, "images", q, 1, allowed, exclude, threads)
+    top = float(vs[0]) if len(vs) else None
     tau, reason = query_threshold(rel, kind, library.calibration, library.samples.get("images"),
                                   q, top)
     listed = len(order)

@@ -70,7 +70,7 @@ def test_answers_survive_and_unanswered_queries_are_cut(mini):
     assert all(p.relevance.applied and p.relevance.requested == "auto" for p in kept)
 
 
-@pytest.mark.parametrize("mode", ["vector", "hybrid"])
+@pytest.mark.parametrize("mode", ["vector", "hybrid", "keyword"])
 def test_the_count_of_cut_hits_is_exact(mini, mode):
     service, answered, unanswered = mini
     for text in [answered[0][0], answered[7][0], unanswered[0], unanswered[-1]]:
@@ -109,6 +109,9 @@ def test_threshold_is_the_calibrated_per_query_cut(mini):
     mu, sigma = lib.samples["images"].moments(q)
     expected = max(params.floor, float(scores.max()) - params.delta, mu + params.z * sigma)
     assert page.relevance.threshold == pytest.approx(expected, abs=1e-6)
+    for mode in ("hybrid", "keyword"):  # the same cut in every mode
+        other = search(service, text, mode=mode, k=1000)
+        assert other.relevance.threshold == pytest.approx(expected, abs=1e-6)
 
 
 def test_off_restores_the_plain_vector_ranking(mini):
