@@ -24,7 +24,6 @@ least :data:`ANSWER_TARGET` of the answers. The result is a
 from __future__ import annotations
 
 import logging
-import random
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,7 +57,8 @@ class Trial:
     sample: np.ndarray            # the collection's vectors (for mu_q, sigma_q)
 
 
-def _moments(queries: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _moments(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and deviation of each query's scores over the whole collection."""
     return scores.mean(1), scores.std(1)
 
 
@@ -71,11 +71,11 @@ def measure(trial: Trial, params: CutParams) -> dict:
 def _shares(trial: Trial, floors, deltas, zs) -> list[dict]:
     sa, sn = trial.answered, trial.unanswered
     best = np.array([sa[j, r].max() for j, r in enumerate(trial.answers)])
-    top_a, (mu_a, sd_a) = sa.max(1), _moments(None, sa)
+    top_a, (mu_a, sd_a) = sa.max(1), _moments(sa)
     srt = -np.sort(-sn, 1)
     top_n, fourth = srt[:, 0], srt[:, MAX_HITS_NO_ANSWER] if srt.shape[1] > 3 else \
         np.full(len(srt), -np.inf)
-    mu_n, sd_n = _moments(None, sn)
+    mu_n, sd_n = _moments(sn)
     out = []
     for f, d, z in zip(floors, deltas, zs):
         tau_a = np.maximum(np.maximum(f, top_a - d), mu_a + z * sd_a)
@@ -137,7 +137,6 @@ def trials(encoder, *, seed: int = CALIBRATION_SEED, count: int = 1000, unseen: 
     out["image_image"] = Trial(ia @ x.T, [[i] for i in range(len(coll))], ib @ x.T, x)
     owner = {i: j for j, m in enumerate(members) for i in m}
     out["image_text"] = Trial(x @ qa.T, [[owner[i]] for i in range(len(coll))], ib @ qa.T, qa)
-    random.Random(seed)  # (kept for a reader: every draw above is seeded by ``seed``)
     return out
 
 

@@ -166,3 +166,20 @@ def test_relevance_option_parses(raw, expected):
     with pytest.raises(BadRequest):
         parse_options({"relevance": "0.25"}, typed=True)  # JSON: a number, not a string
     assert parse_options({"relevance": 0.25}, typed=True).relevance == Relevance("fixed", 0.25)
+
+
+def test_calibration_chooses_the_cut_that_meets_the_answer_target():
+    from indexer.calibrate import ANSWER_TARGET, Trial, choose, measure
+
+    rng = np.random.default_rng(0)
+    n, qa, qn = 200, 100, 60
+    answered = rng.normal(0.1, 0.03, (qa, n))
+    answers = [[i] for i in range(qa)]
+    answered[np.arange(qa), np.arange(qa)] = rng.normal(0.35, 0.04, qa)  # answers stand out
+    unanswered = rng.normal(0.1, 0.03, (qn, n))
+    unanswered[:, :2] += 0.15  # two near misses per query without an answer
+    trial = Trial(answered, answers, unanswered, np.zeros((n, 4)))
+    params, shares = choose(trial)
+    assert shares == measure(trial, params)
+    assert shares["answers_kept"] >= ANSWER_TARGET
+    assert shares["no_answer_at_most_3"] >= 0.95   # separable data: the cut finds the gap
