@@ -102,11 +102,23 @@ def _print_summary(summary) -> None:
 @click.option("--texts", is_flag=True, help="Find texts describing the image instead of images.")
 @click.option("-k", "--k", "k", default=10, show_default=True, help="Number of results.")
 @click.option("--offset", default=0, help="Skip this many results (paging).")
+@click.option("--relevance", default="auto", show_default=True, metavar="auto|off|FLOAT",
+              help="Relevance cut-off: auto (per query, calibrated for the model), off (every "
+              "hit), or a fixed cosine similarity.")
+@click.option("--mode", type=click.Choice(["hybrid", "vector", "keyword"]), default=None,
+              help="hybrid (default for TEXT): words and vectors fused; vector; keyword. "
+              "A quoted phrase in TEXT matches exactly.")
+@click.option("--sort", type=click.Choice(["score", "date"]), default="score", show_default=True,
+              help="date: the --date-window most relevant hits, newest first.")
+@click.option("--date-window", type=int, default=None,
+              help="With --sort date: how many of the most relevant hits to order [1000].")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
-def search_cmd(obj: CliContext, text, image, item, texts, k, offset, as_json):
+def search_cmd(obj: CliContext, text, image, item, texts, k, offset, relevance, mode, sort,
+               date_window, as_json):
     """Search by TEXT, by --image FILE or by --item ID."""
-    from search.service import SearchRequest, Term
+    from search.options import parse_options, run_search
+    from search.service import Term
 
     given = [x is not None for x in (text, image, item)]
     if sum(given) != 1:
@@ -118,17 +130,29 @@ def search_cmd(obj: CliContext, text, image, item, texts, k, offset, as_json):
         term = Term(item_id=item)
     else:
         term = Term(text=text)
-    service = obj.service()
-    req = SearchRequest((term,), k=k, offset=offset)
-    page = service.search_texts(req) if texts else service.search_images(req)
-    if as_json:
+    raw = {"k": str(k), "offset": str(offset), "relevance": relevance, "sort": sort}
+    if mode is not None:
+        raw["mode"] = mode
+    if date_window is not None:
+        raw["date_window"] = str(date_window)
+    opts = parse_options(raw)
+    page = run_search(obj.service(), "texts" if texts else "images", (term,), opts)
+    verdict = page.relevance
+    if as_json:  # the hits on stdout, as before; the cut-off's note on stderr
         click.echo(json.dumps([h.to_dict() for h in page.hits], indent=2, default=str))
-        return
-    if not page.hits:
-        click.echo("no results")
-    for h in page.hits:
-        label = h.item.get("text") if texts else h.item.get("path")
-        click.echo(f"{h.score:.4f}  {h.id:>7}  {label}")
+    else:
+        if not page.hits:
+            click.echo("no results")
+        for h in page.hits:
+            label = h.item.get("text") if texts else h.item.get("path")
+            words = "; ".join(f"{f}: {', '.join(w)}" for f, w in (h.matched or {}).items())
+            click.echo(f"{h.score:.4f}  {h.id:>7}  {label}" + (f"  [{words}]" if words else ""))
+    if verdict is not None and verdict.cut:
+        click.echo(f"{verdict.cut} more below the relevance cut-off (similarity "
+                   f"{verdict.threshold:.3f}, {page.mode} search); --relevance off shows them",
+                   err=as_json)
+    elif verdict is not None and verdict.reason:
+        click.echo(f"no relevance cut-off: {verdict.reason}", err=as_json)
 
 
 # -- texts ---------------------------------------------------------------------

@@ -45,7 +45,7 @@ def cli(ctx, data_dir, db_url, model, pretrained, device, verbose, quiet):
 for _command in (commands_library.index_cmd, commands_library.search_cmd,
                  commands_library.texts_group, commands_library.stats_cmd,
                  commands_library.check_cmd, commands_model.train, commands_model.eval_cmd,
-                 commands_model.gallery, commands_web.serve, commands_web.demo,
+                 commands_model.gallery, commands_model.calibrate_cmd, commands_web.serve, commands_web.demo,
                  commands_db.db_group):
     cli.add_command(_command)
 

@@ -12,9 +12,9 @@
 :func:`open` builds the same objects the ``clipsearch`` command and the web service
 use (settings, encoder, store, indexes, search service), from keyword arguments rather
 than the environment. Searches take the options of the REST API (``k``, ``offset``,
-``sort``, ``threshold`` and the filters ``path_prefix``, ``captured_after``,
-``captured_before``, ``format``, ``min_width``, ``min_height``) and validate them the
-same way (:mod:`search.options`).
+``sort``, ``threshold``, ``relevance``, ``mode``, ``date_window`` and the filters
+``path_prefix``, ``captured_after``, ``captured_before``, ``format``, ``min_width``,
+``min_height``) and validate them the same way (:mod:`search.options`).
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from .errors import BadRequest, NotFound
 from .ingest.job import IndexJob
 from .ingest.summary import Progress, Summary
 from .library import Library
-from .options import FILTER_KEYS, parse_options, run_search
+from .options import FILTER_KEYS, OPTION_KEYS, parse_options, run_search
 from .schema import STATUS_INDEXED, item_dict
 from .service import Page, SearchService, Term
 
@@ -92,12 +92,17 @@ class Collection:
         """Images for exactly one of ``text``, ``image`` (encoded bytes or a file path),
         ``item`` (an indexed item's id) or ``vector`` (dimension of the model).
 
-        ``options``: k (1..1000, default 20), offset, sort ("score" or "date"), threshold
-        (-1..1) and the filters path_prefix (relative to a library root), captured_after
-        / captured_before (ISO date or date-time), format (a name or a list), min_width,
-        min_height. Returns a :class:`~search.service.Page` of hits ordered by score
-        (float cosine similarity) descending. Raises BadRequest for bad options or input,
-        NotFound for an unknown item."""
+        ``options``: k (1..1000, default 20), offset, sort ("score" or "date"),
+        date_window (sort=date orders the N most relevant hits, default 1000, at most
+        10000), threshold (-1..1), relevance ("auto", the default: a per-query cut-off;
+        "off"; or a fixed cosine cut-off), mode ("hybrid", the default for text: words and
+        vectors fused; "vector"; "keyword") and the filters path_prefix (relative to a
+        library root), captured_after / captured_before (ISO date or date-time), format
+        (a name or a list), min_width, min_height. Returns a
+        :class:`~search.service.Page`: hits best first (``hit.score`` is the cosine
+        similarity, ``hit.matched`` the query words found in the item's words), the mode
+        used, and ``page.relevance`` (how many hits the cut-off kept and cut). Raises
+        BadRequest for bad options or input, NotFound for an unknown item."""
         return self._search("images", self._term(text, image, item, vector), options)
 
     def search_texts(self, text: str | None = None, *,
@@ -105,7 +110,7 @@ class Collection:
                      vector: Iterable[float] | np.ndarray | None = None,
                      **options: Any) -> Page:
         """Texts of the corpus (captions and added texts) for one query, as :meth:`search`;
-        options k, offset and threshold apply."""
+        options k, offset, threshold and relevance apply (vector search only)."""
         return self._search("texts", self._term(text, image, item, vector), options)
 
     def item(self, item_id: int) -> dict:
@@ -128,7 +133,7 @@ class Collection:
 
     # ---------------------------------------------------------------------------
     def _search(self, target: str, term: Term, options: dict) -> Page:
-        unknown = set(options) - {"k", "offset", "sort", "threshold", *FILTER_KEYS}
+        unknown = set(options) - {*OPTION_KEYS, *FILTER_KEYS}
         if unknown:
             raise TypeError(f"unknown search option(s): {', '.join(sorted(unknown))}")
         values = {k: (v.isoformat() if hasattr(v, "isoformat") else v)

@@ -5,6 +5,11 @@ cache of them. Opening a library loads each index file, checks it against the
 store (model identity, ids) and repairs a disagreement from the stored
 vectors: after a killed indexing job the index simply catches up. ``check()``
 reports the same disagreement without repairing it.
+
+The relevance cut-off's state lives here too (:mod:`search.relevance`): the model's
+calibration and, per table, a random sample of the collection's vectors, kept as
+``DATA_DIR/index/TABLE.sample.npz`` next to the index files and renewed on save when the
+collection has changed by more than a tenth.
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import keywords, relevance
 from .config import Settings
 from .errors import IndexMismatch, ModelMismatch
 from .index import LargeIndex, VectorIndex, base_root, choose_kind, load_index
@@ -65,6 +71,8 @@ class Library:
         self.indexes: dict[str, VectorIndex | None] = {t: None for t in TABLES}
         self._lock = threading.RLock()
         self._loaded_stamp: dict[str, float | None] = {t: None for t in TABLES}
+        self.calibration: relevance.Calibration | None = None
+        self.samples: dict[str, relevance.CollectionSample | None] = {t: None for t in TABLES}
 
     # -- paths ---------------------------------------------------------------
     def index_path(self, table: str) -> str:
@@ -118,11 +126,31 @@ class Library:
         return diffs
 
     def load(self) -> "Library":
-        """Load all indexes, repairing them from the store where they disagree."""
+        """Load all indexes, repairing them from the store where they disagree (and the
+        keyword index, when it is missing or out of date)."""
+        keywords.ensure_built(self.store)
         with self._lock:
             for table in TABLES:
                 self.indexes[table] = self._load_one(table)
+            self._relevance_state(renew=True)
         return self
+
+    def sample_path(self, table: str) -> str:
+        return os.path.join(self.settings.index_dir, f"{table}.sample.npz")
+
+    def _relevance_state(self, *, renew: bool) -> None:
+        """Load the calibration and the collection samples; with ``renew``, draw (and save)
+        the samples that are missing or stale."""
+        model = self.model
+        self.calibration = relevance.find_calibration(self.settings.index_dir, model)
+        for table in TABLES:
+            idx = self.indexes[table]
+            count = len(idx) if idx is not None else 0
+            sample = relevance.load_sample(self.sample_path(table), model)
+            if renew and count and (sample is None or sample.stale(count)):
+                sample = relevance.draw_sample(self.store, table)
+                relevance.save_sample(self.sample_path(table), sample, model)
+            self.samples[table] = sample
 
     def _load_one(self, table: str) -> VectorIndex | None:
         stamp = self._stamp(table)
@@ -160,6 +188,7 @@ class Library:
                     if self._stamp(table) != self._loaded_stamp[table]:
                         log.info("%s index changed on disk; reloading", table)
                         self.indexes[table] = self._load_one(table)
+                        self._relevance_state(renew=False)
 
     def _wanted_kind(self, n: int, dim: int) -> str | None:
         """The kind ``save`` should switch to for ``n`` vectors, or None to keep the index
@@ -239,6 +268,7 @@ class Library:
                     idx = self._rebuild(table)
                     self.indexes[table] = idx
                 self._save_one(table, idx)
+            self._relevance_state(renew=True)
 
     def _save_one(self, table: str, idx: VectorIndex | LargeIndex) -> None:
         path = self.index_path(table)

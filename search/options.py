@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from .errors import BadRequest
+from .ranking import DATE_WINDOW, MAX_DATE_WINDOW, MODES
+from .relevance import Relevance, Verdict
 from .schema import ItemFilter
 from .service import MAX_K, MAX_OFFSET, Page, SearchRequest, SearchService, Term
 
@@ -31,7 +33,7 @@ FORMAT_ALIASES = {
 }
 FILTER_KEYS = ("path_prefix", "captured_after", "captured_before", "format", "min_width",
                "min_height")
-OPTION_KEYS = ("k", "offset", "sort", "threshold")
+OPTION_KEYS = ("k", "offset", "sort", "threshold", "relevance", "mode", "date_window")
 _INT_RE = re.compile(r"^[+-]?\d{1,12}$")
 
 
@@ -45,6 +47,9 @@ class SearchOptions:
     threshold: float | None = None
     path_prefix: str | None = None
     filters: ItemFilter = field(default_factory=ItemFilter)  # without the path prefix
+    relevance: Relevance = field(default_factory=Relevance)  # auto, off or a fixed cut
+    mode: str | None = None  # hybrid, vector, keyword; None: the query's default
+    date_window: int = DATE_WINDOW  # sort=date: the date_window most relevant, newest first
 
 
 def int_param(value: Any, name: str, lo: int, hi: int, *, convert: bool = True) -> int:
@@ -132,9 +137,10 @@ def parse_filters(src: Mapping[str, Any], *, typed: bool = False
     ``typed``: values come from JSON and must already be numbers where numbers are due.
     """
     conv = not typed
-    # An empty string filter means "no filter" (what an empty form field sends).
+    # An empty string filter means "no filter" (what an empty form field sends), for the
+    # filters the document types as strings; an empty number is not a number.
     get = {k: src[k] for k in FILTER_KEYS if k in src and not (
-        isinstance(src[k], str) and not src[k].strip())}
+        k not in ("min_width", "min_height") and isinstance(src[k], str) and not src[k].strip())}
     prefix = _prefix(get["path_prefix"]) if "path_prefix" in get else None
     after = _date(get["captured_after"], "captured_after", end_of_day=False) \
         if "captured_after" in get else None
@@ -163,6 +169,9 @@ def parse_options(src: Mapping[str, Any], *, filters: Mapping[str, Any] | None =
     sort = str_param(get.get("sort", "score"), "sort", 10)
     if sort not in ("score", "date"):
         raise BadRequest("sort must be 'score' or 'date'")
+    mode = get.get("mode")
+    if mode is not None and (not isinstance(mode, str) or mode not in MODES):
+        raise BadRequest("mode must be 'hybrid', 'vector' or 'keyword'")
     prefix, flt = parse_filters(filters if filters is not None else src, typed=typed)
     return SearchOptions(
         k=int_param(get["k"], "k", 1, MAX_K, convert=conv) if "k" in get else DEFAULT_K,
@@ -171,7 +180,12 @@ def parse_options(src: Mapping[str, Any], *, filters: Mapping[str, Any] | None =
         sort=sort,
         threshold=float_param(get["threshold"], "threshold", -1.0, 1.0, convert=conv)
         if "threshold" in get else None,
-        path_prefix=prefix, filters=flt)
+        path_prefix=prefix, filters=flt,
+        relevance=Relevance.parse(get["relevance"], convert=conv)
+        if "relevance" in get else Relevance(),
+        mode=mode,
+        date_window=int_param(get["date_window"], "date_window", 1, MAX_DATE_WINDOW, convert=conv)
+        if "date_window" in get else DATE_WINDOW)
 
 
 def check_keys(body: Mapping[str, Any], allowed: tuple[str, ...] | set[str], where: str) -> None:
@@ -212,17 +226,24 @@ def run_search(service: SearchService, target: str, terms: tuple[Term, ...],
     if target == "texts":
         if opts.sort != "score":
             raise BadRequest("sort=date applies to image results only")
+        if opts.mode not in (None, "vector"):
+            raise BadRequest("text results are found by vector only (mode=vector)")
         return service.search_texts(SearchRequest(terms, k=opts.k, offset=opts.offset,
-                                                  threshold=opts.threshold))
+                                                  threshold=opts.threshold, mode=opts.mode,
+                                                  relevance=opts.relevance))
     if target != "images":
         raise BadRequest("target must be 'images' or 'texts'")
     flt = opts.filters
     if opts.path_prefix is not None:
         roots = service.item_roots()
         if not roots:  # nothing indexed yet: nothing can match
+            req = SearchRequest(terms, k=opts.k, mode=opts.mode)  # still checks the mode
             return Page([], opts.offset, opts.k, False,
-                        {"encode": 0.0, "search": 0.0, "fetch": 0.0})
+                        {"encode": 0.0, "search": 0.0, "fetch": 0.0},
+                        mode=service.mode_of("images", req),
+                        relevance=Verdict(str(opts.relevance), False))
         flt = dataclasses.replace(flt, path_prefixes=expand_prefix(opts.path_prefix, roots))
     return service.search_images(SearchRequest(
         terms, k=opts.k, offset=opts.offset, filters=flt, threshold=opts.threshold,
-        sort=opts.sort, exclude_ids=exclude_ids))
+        sort=opts.sort, exclude_ids=exclude_ids, mode=opts.mode, relevance=opts.relevance,
+        date_window=opts.date_window))

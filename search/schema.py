@@ -12,13 +12,14 @@ import json
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import (BigInteger, DateTime, Float, ForeignKey, Integer, LargeBinary, String,
-                        Text, UniqueConstraint)
+from sqlalchemy import (BigInteger, Column, Computed, DateTime, Float, ForeignKey, Index, Integer,
+                        LargeBinary, String, Table, Text, UniqueConstraint)
+from sqlalchemy.dialects.postgresql import TSVECTOR
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from .errors import ModelMismatch
 
-SCHEMA_VERSION = 2  # = the head migration in search/migrations
+SCHEMA_VERSION = 3  # = the head migration in search/migrations
 STATUS_INDEXED = "indexed"
 STATUS_SKIPPED = "skipped"
 
@@ -50,6 +51,9 @@ class MediaItem(Base):
     format: Mapped[str | None] = mapped_column(String(16), index=True)
     captured_at: Mapped[dt.datetime | None] = mapped_column(DateTime, index=True)
     camera: Mapped[str | None] = mapped_column(String(200))
+    lens: Mapped[str | None] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text)      # EXIF/XMP/PNG description
+    keywords: Mapped[str | None] = mapped_column(Text)         # "; "-separated (XMP, IPTC, XP)
     status: Mapped[str] = mapped_column(String(16), index=True)
     skip_reason: Mapped[str | None] = mapped_column(Text)
     vector: Mapped[bytes | None] = mapped_column(LargeBinary)
@@ -79,7 +83,8 @@ class TextEntry(Base):
 
 
 ITEM_FIELDS = ("id", "path", "root", "size", "mtime", "content_hash", "width", "height",
-               "format", "captured_at", "camera", "status", "skip_reason")
+               "format", "captured_at", "camera", "lens", "description", "keywords", "status",
+               "skip_reason")
 TEXT_FIELDS = ("id", "text", "source", "item_id")
 
 
@@ -93,6 +98,37 @@ def item_dict(row) -> dict:
 
 def text_dict(row) -> dict:
     return {name: getattr(row, name) for name in TEXT_FIELDS}
+
+
+class ItemExtra(Base):
+    """Extra searchable text of an item by kind (e.g. ``"ocr"``, the text read from the
+    image): joined into the item's ``extra`` words (:mod:`search.keywords`)."""
+
+    __tablename__ = "item_extra"
+
+    item_id: Mapped[int] = mapped_column(
+        IdType, ForeignKey("media_items.id", ondelete="CASCADE"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)
+    text: Mapped[str] = mapped_column(Text)
+
+
+#: The keyword index: one row per indexed item with its normalised words by field
+#: (search.words). On PostgreSQL this table, its generated ``tsv`` column and GIN index;
+#: on SQLite an FTS5 virtual table of the same name (rowid = item id, no ``tsv``) made by
+#: migration 0003 with a trigger that drops an item's row when the item goes. Written only
+#: through search.keywords, never through the ORM.
+WORDS_TSV = ("setweight(to_tsvector('simple'::regconfig, coalesce(names, '')), 'A') || "
+             "setweight(to_tsvector('simple'::regconfig, coalesce(captions, '')), 'B') || "
+             "setweight(to_tsvector('simple'::regconfig, coalesce(exif, '')), 'C') || "
+             "setweight(to_tsvector('simple'::regconfig, coalesce(extra, '')), 'D')")
+item_words = Table(
+    "item_words", Base.metadata,
+    Column("item_id", IdType, ForeignKey("media_items.id", ondelete="CASCADE"),
+           primary_key=True, autoincrement=False),
+    Column("names", Text), Column("captions", Text), Column("exif", Text), Column("extra", Text),
+    Column("tsv", TSVECTOR, Computed(WORDS_TSV, persisted=True)),
+    Index("ix_item_words_tsv", "tsv", postgresql_using="gin"),
+)
 
 
 class Job(Base):

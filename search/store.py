@@ -24,6 +24,7 @@ import numpy as np
 from sqlalchemy import create_engine, delete, event, func, or_, select
 from sqlalchemy.orm import Session, defer, sessionmaker
 
+from . import keywords
 from .errors import ModelMismatch, NotFound
 from .schema import (  # noqa: F401
     ITEM_FIELDS,
@@ -247,6 +248,13 @@ class Store:
 
     def filter_ids(self, flt: ItemFilter) -> np.ndarray:
         """Ids of indexed images matching ``flt`` (int64, sorted)."""
+        with self.session() as s:
+            return np.asarray(s.scalars(self.filter_select(flt).order_by(MediaItem.id)).all(),
+                              dtype=np.int64)
+
+    @staticmethod
+    def filter_select(flt: ItemFilter):
+        """The select of the ids of indexed images matching ``flt``."""
         q = select(MediaItem.id).where(MediaItem.status == STATUS_INDEXED)
         if flt.path_prefixes:
             q = q.where(or_(*[MediaItem.path.startswith(p, autoescape=True)
@@ -261,8 +269,7 @@ class Store:
             q = q.where(MediaItem.width >= flt.min_width)
         if flt.min_height:
             q = q.where(MediaItem.height >= flt.min_height)
-        with self.session() as s:
-            return np.asarray(s.scalars(q.order_by(MediaItem.id)).all(), dtype=np.int64)
+        return q
 
     def delete_items(self, ids: Sequence[int]) -> int:
         """Delete item rows only (texts keep their rows, unlinked); returns how many went.
@@ -324,6 +331,7 @@ class Store:
                 s.add(row)
                 rows_added.append(row)
             s.flush()
+            keywords.refresh(s, {r.item_id for r in rows_added if r is not None and r.item_id})
             return [r.id if r is not None else None for r in rows_added]
 
     def delete_texts(self, ids: Sequence[int] | None = None, *, source: str | None = None
@@ -336,8 +344,13 @@ class Store:
             if source is not None:
                 q = q.where(TextEntry.source == source)
             gone = list(s.scalars(q))
+            owners = set()
             for part in _chunks(gone, 900):
+                owners.update(s.scalars(select(TextEntry.item_id).where(
+                    TextEntry.id.in_(part), TextEntry.item_id.is_not(None))))
                 s.execute(delete(TextEntry).where(TextEntry.id.in_(part)))
+            if owners:  # texts attached to items were among them: their caption words go too
+                keywords.refresh(s, owners)
         return gone
 
     def stats(self) -> dict:

@@ -36,7 +36,13 @@ def test_the_readme_example_runs_as_written(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
     assert lines[0] == "4 added, 1 skipped"
-    assert len([ln for ln in lines if ln.endswith(".png")]) == 3
+    hits = [ln for ln in lines if ln.endswith(".png")]
+    # hybrid search: red.png holds the word "red" in its name, so it is first and is kept by
+    # the relevance cut-off whatever the picture scores; the others only if relevant
+    assert 1 <= len(hits) <= 3
+    assert hits[0].endswith("{'name': ['red']}  " + str(photos / "red.png"))
+    mode, kept, _, cut, _ = lines[1 + len(hits)].split()
+    assert mode == "hybrid" and int(kept) == len(hits) and int(kept) + int(cut) == 4
     assert lines[-1] == "400 k must be between 1 and 1000"
 
 

@@ -44,15 +44,19 @@ def item_json(item: dict) -> dict:
         "path": relative_path(item["path"], item["root"]),
         "width": item["width"], "height": item["height"], "format": item["format"],
         "size": item["size"], "captured_at": item["captured_at"], "camera": item["camera"],
+        "lens": item.get("lens"), "description": item.get("description"),
+        "keywords": item.get("keywords"),
         "thumbnail_url": f"/api/items/{i}/thumbnail", "file_url": f"/api/items/{i}/file",
     }
 
 
 def hit_json(hit) -> dict:
-    """An image hit (``search.service.Hit``) as ITEM_HIT: the item plus its score."""
+    """An image hit (``search.service.Hit``) as ITEM_HIT: the item plus its scores and the
+    query words found in its words (by field)."""
     out = item_json({"id": hit.id, **hit.item})
-    return {"id": hit.id, "score": round(float(hit.score), 6), **{
-        k: v for k, v in out.items() if k != "id"}}
+    rank = None if hit.rank_score is None else round(float(hit.rank_score), 6)
+    return {"id": hit.id, "score": round(float(hit.score), 6), "rank_score": rank,
+            "matched": hit.matched, **{k: v for k, v in out.items() if k != "id"}}
 
 
 def text_hit_json(hit, items: dict[int, MediaItem]) -> dict:

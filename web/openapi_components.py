@@ -9,6 +9,7 @@ enforces them, so the document cannot promise bounds the API does not apply.
 from __future__ import annotations
 
 from search.options import FORMAT_ALIASES, MAX_TERMS
+from search.ranking import DATE_WINDOW, MAX_DATE_WINDOW, MODES
 from search.service import MAX_K, MAX_OFFSET
 
 from .auth import SESSION_COOKIE
@@ -88,6 +89,20 @@ OPTION_PROPS = {
              "description": "score: best first; date: newest capture date first (images only)."},
     "threshold": {"type": "number", "minimum": -1, "maximum": 1,
                   "description": "Drop results scoring below this cosine similarity."},
+    "relevance": {"oneOf": [{"type": "string", "enum": ["auto", "off"]},
+                            {"type": "number", "minimum": -1, "maximum": 1}],
+                  "default": "auto",
+                  "description": "Relevance cut-off. auto: per query, calibrated for the "
+                                 "model (see docs/api.md); off: every hit; a number: a fixed "
+                                 "cosine cut-off. The response's 'relevance' says how many "
+                                 "hits were cut."},
+    "mode": {"type": "string", "enum": list(MODES),
+             "description": "hybrid (default for text queries over images): words and vectors "
+                            "fused by reciprocal rank fusion; vector; keyword (words only). "
+                            "Quoted phrases match exactly."},
+    "date_window": {"type": "integer", "minimum": 1, "maximum": MAX_DATE_WINDOW,
+                    "default": DATE_WINDOW,
+                    "description": "With sort=date: the N most relevant hits, newest first."},
 }
 FILTER_PROPS = {
     "path_prefix": {"type": "string", "maxLength": 1000,
@@ -146,17 +161,34 @@ def schemas() -> dict:
         "width": nint, "height": nint, "format": nstr,
         "size": {"type": "integer", "description": "File size in bytes."},
         "captured_at": _nullable({"type": "string", "description": "ISO 8601, camera time."}),
-        "camera": nstr,
+        "camera": nstr, "lens": nstr, "description": nstr,
+        "keywords": _nullable({"type": "string", "description": "'; '-separated."}),
         "thumbnail_url": {"type": "string"}, "file_url": {"type": "string"},
     }
     timings = {"type": "object", "additionalProperties": {"type": "number"},
                "description": "Milliseconds: encode, search, fetch, total."}
 
+    relevance = {"type": "object", "required": ["requested", "applied", "kept", "cut"],
+                 "properties": {
+                     "requested": {"type": "string", "description": "auto, off or the number."},
+                     "applied": {"type": "boolean", "description": "A cut was made."},
+                     "threshold": _nullable({"type": "number", "description":
+                                             "This query's cosine cut-off."}),
+                     "kept": {"type": "integer", "description": "Hits kept in all pages."},
+                     "cut": {"type": "integer", "description":
+                             "Hits below the cut-off, shown by relevance=off."},
+                     "reason": _nullable({"type": "string", "description":
+                                          "Why auto cut nothing (e.g. no calibration)."}),
+                     "see_cut": _nullable({"type": "string"})}}
+
     def page(items: dict) -> dict:
-        return {"type": "object", "required": ["results", "offset", "k", "has_more", "timings_ms"],
+        return {"type": "object", "required": ["results", "offset", "k", "has_more", "mode",
+                                               "relevance", "timings_ms"],
                 "properties": {"results": {"type": "array", "items": items},
                                "offset": {"type": "integer"}, "k": {"type": "integer"},
-                               "has_more": {"type": "boolean"}, "timings_ms": timings}}
+                               "has_more": {"type": "boolean"},
+                               "mode": {"type": "string", "enum": list(MODES)},
+                               "relevance": _nullable(relevance), "timings_ms": timings}}
 
     filters = {"type": "object", "additionalProperties": False, "properties": FILTER_PROPS}
     terms = [_term("text", {"type": "string", "minLength": 1, "maxLength": 1000,
@@ -180,8 +212,18 @@ def schemas() -> dict:
     return {
         "Error": {"type": "object", "required": ["error"],
                   "properties": {"error": {"type": "string"}}},
-        "ItemHit": {"type": "object", "required": ["score", *item_props],
-                    "properties": {**item_props, "score": {"type": "number"}}},
+        "ItemHit": {"type": "object", "required": ["score", "rank_score", "matched",
+                                                   *item_props],
+                    "properties": {**item_props, "score": {
+                        "type": "number", "description": "Cosine similarity to the query."},
+                        "rank_score": _nullable({"type": "number", "description":
+                                                 "What ordered the hit: cosine (vector), "
+                                                 "BM25 (keyword) or fused RRF (hybrid)."}),
+                        "matched": _nullable({
+                            "type": "object", "description": "Query words found in the "
+                            "item's words, by field: name, caption, metadata, text.",
+                            "additionalProperties": {"type": "array",
+                                                     "items": {"type": "string"}}})}},
         "TextHit": {"type": "object", "required": ["id", "score", "text", "source", "item_id"],
                     "properties": {"id": {"type": "integer", "format": "int64"},
                                    "score": {"type": "number"}, "text": {"type": "string"},

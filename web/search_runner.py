@@ -1,6 +1,7 @@
 """Run one API search (:func:`search.options.run_search`) and shape the JSON page:
-items with paths relative to their roots, captions naming their image, timings in the
-``Server-Timing`` header and the metrics."""
+items with paths relative to their roots, captions naming their image, the mode used and
+what the relevance cut-off kept and cut, timings in the ``Server-Timing`` header and the
+metrics."""
 from __future__ import annotations
 
 import time
@@ -39,4 +40,6 @@ def run_search(runtime, target: str, terms: tuple[Term, ...], opts: SearchOption
     if has_request_context():
         g.server_timing = dict(timings)
     return {"results": results, "offset": page.offset, "k": page.k,
-            "has_more": page.has_more, "timings_ms": timings}
+            "has_more": page.has_more, "mode": page.mode,
+            "relevance": page.relevance.to_dict() if page.relevance else None,
+            "timings_ms": timings}

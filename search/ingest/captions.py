@@ -2,7 +2,8 @@
 
 A re-embedded image re-reads its caption in its checkpoint (:mod:`.commit`); this pass
 catches captions written, edited or deleted next to an unchanged image. A caption file
-newer than its stored text is read again and replaces the text when its content differs.
+newer than its stored text is read again and replaces the text when its content differs;
+the image's caption words follow in the same transaction.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import logging
 import numpy as np
 from sqlalchemy import select
 
+from .. import keywords
 from ..library import Library
 from ..schema import SIDECAR, STATUS_INDEXED, FileState, TextEntry, pack, sidecar_source, text_hash
 from .decode import read_sidecar
@@ -72,6 +74,7 @@ def sync_captions(library: Library, encoder, found: dict[str, FoundFile], embedd
             added.append((t, vec))
         s.flush()
         new_ids = [t.id for t, _ in added]
+        keywords.refresh(s, [states[p].id for p in replaced])
     texts = library.index("texts", encoder.dim)
     if drop:
         texts.remove(np.asarray(drop, np.int64))

@@ -2,8 +2,9 @@
 
 Unchanged files (same size and mtime as stored) cost one stat. New files whose content
 hash equals that of a vanished item are moves: the row keeps its id and vector, only its
-path changes. Vanished files that are not moves leave the library (rows, sidecar
-captions and index ids, through one atomic deletion).
+path changes (and its name words, in the same transaction). Vanished files that are not
+moves leave the library (rows, sidecar captions, words and index ids, through one atomic
+deletion).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Callable
 
 from sqlalchemy import update
 
+from .. import keywords
 from ..library import Library
 from ..schema import STATUS_INDEXED, FileState, MediaItem, TextEntry, sidecar_source
 from .decode import hash_file
@@ -69,6 +71,7 @@ def moves_and_removals(library: Library, pool: WorkerPool | None, to_embed: list
                 path=f.path, root=f.root, size=f.size, mtime=f.mtime))
             s.execute(update(TextEntry).where(TextEntry.source == sidecar_source(st.path))
                       .values(source=sidecar_source(f.path)))
+        keywords.refresh(s, [st.id for st, _ in moves])
         gone_ids, gone_text_ids = library.store.delete_items_with_captions(
             [st.id for st in gone], session=s)
     library.forget_ids("images", gone_ids)

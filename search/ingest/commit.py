@@ -1,4 +1,5 @@
-"""One checkpoint of an indexing job: rows, vectors and sidecar captions in one transaction.
+"""One checkpoint of an indexing job: rows, vectors, sidecar captions and keyword-index words
+in one transaction.
 
 After the transaction is durable the in-memory indexes follow; a job killed before that
 point loses nothing, because the FAISS indexes are repaired from the store when the
@@ -9,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 from sqlalchemy import select
 
+from .. import keywords
 from ..library import Library
 from ..schema import (STATUS_INDEXED, STATUS_SKIPPED, FileState, MediaItem, TextEntry, pack,
                       sidecar_source, text_hash, utcnow)
@@ -37,6 +39,7 @@ def commit_checkpoint(library: Library, encoder, staged: list[tuple[Decoded, np.
             fields = dict(root=roots[dec.path], size=dec.size, mtime=dec.mtime,
                           content_hash=dec.content_hash, width=dec.width, height=dec.height,
                           format=dec.format, captured_at=dec.captured_at, camera=dec.camera,
+                          lens=dec.lens, description=dec.description, keywords=dec.keywords,
                           status=STATUS_INDEXED if vec is not None else STATUS_SKIPPED,
                           skip_reason=dec.skip_reason,
                           vector=pack(vec) if vec is not None else None, indexed_at=now)
@@ -69,6 +72,7 @@ def commit_checkpoint(library: Library, encoder, staged: list[tuple[Decoded, np.
             s.add(t)
             new_texts.append((t, vec))
         s.flush()
+        keywords.refresh(s, [item.id for item in rows.values()])
         for t, vec in new_texts:
             text_ids.append(t.id)
             text_vecs.append(vec)

@@ -31,6 +31,9 @@ class Decoded:
     format: str | None = None
     captured_at: dt.datetime | None = None
     camera: str | None = None
+    lens: str | None = None
+    description: str | None = None
+    keywords: str | None = None
     skip_reason: str | None = None
     caption: str | None = None  # from a sidecar .txt file
 
@@ -82,5 +85,6 @@ def decode_file(path: str, preprocess: Preprocess, max_pixels: int) -> Decoded:
         return out
     out.width, out.height, out.format = img.width, img.height, img.format
     out.captured_at, out.camera = img.captured_at, img.camera
+    out.lens, out.description, out.keywords = img.lens, img.description, img.keywords
     out.caption = read_sidecar(path)
     return out

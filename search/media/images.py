@@ -6,6 +6,9 @@ is refused from the header too, so a 600-megapixel PNG costs a few bytes of
 reading, not gigabytes of memory. Truncated files are errors (Pillow's
 ``LOAD_TRUNCATED_IMAGES`` stays off). EXIF orientation is applied; JPEGs are
 decoded at a reduced scale (draft mode) when the model needs fewer pixels.
+
+What the file says about itself is kept for search (:mod:`.metadata`): capture time,
+camera, lens, description and keywords (EXIF, Windows XP tags, IPTC, XMP, PNG text).
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from dataclasses import dataclass
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import ImageError, UnsupportedMedia
+from .metadata import described
 
 #: Pillow format names we decode. MPO is the multi-picture JPEG variant cameras write.
 ALLOWED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF"})
@@ -82,6 +86,9 @@ class DecodedImage:
     height: int
     captured_at: dt.datetime | None
     camera: str | None
+    lens: str | None = None
+    description: str | None = None
+    keywords: str | None = None  # "; "-separated
 
 
 def _exif_facts(img: Image.Image) -> tuple[dt.datetime | None, str | None, int]:
@@ -160,6 +167,7 @@ def decode_image(data: bytes, *, max_pixels: int, draft_size: int | None = None,
     if w * h > max_pixels:
         raise ImageError(f"too large: {w}x{h} = {w * h} pixels exceeds the limit of {max_pixels}")
     captured, camera, orientation = _exif_facts(img)
+    lens, description, keywords = described(img)
     if orientation in (5, 6, 7, 8):
         w, h = h, w
     try:
@@ -178,4 +186,4 @@ def decode_image(data: bytes, *, max_pixels: int, draft_size: int | None = None,
         raise ImageError(f"corrupt image: {msg}") from None
     except Exception as e:  # Pillow raises a zoo of types on hostile input
         raise ImageError(f"corrupt image: {type(e).__name__}: {e}") from None
-    return DecodedImage(rgb, fmt, w, h, captured, camera)
+    return DecodedImage(rgb, fmt, w, h, captured, camera, lens, description, keywords)

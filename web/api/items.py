@@ -30,8 +30,8 @@ def item_detail(item_id: int):
     rt = current_runtime()
     store = rt.service().library.store
     item = indexed_item(store, row_id(item_id))
-    texts = run_search(rt, "texts", (Term(item_id=item.id),),
-                       parse_options({"k": 5}, typed=True))
+    texts = run_search(rt, "texts", (Term(item_id=item.id),),  # always the 5 nearest
+                       parse_options({"k": 5, "relevance": "off"}, typed=True))
     return jsonify({**item_json(item.to_dict()), "texts": texts["results"]})
 
 

@@ -23,7 +23,7 @@ from .common import SEARCH_ARGS, current_runtime, flat_args, json_body, query_ar
 bp = Blueprint("searches", __name__, url_prefix="/api")
 
 MAX_VECTOR = 4096
-COMBINED_KEYS = ("terms", "k", "offset", "filters", "threshold", "sort", "target")
+COMBINED_KEYS = ("terms", "filters", "target", *OPTION_KEYS)
 TERM_KEYS = ("text", "item_id", "vector", "image", "weight")
 
 
@@ -44,7 +44,9 @@ def _image_query() -> tuple[Term, SearchOptions]:
             raise BadRequest("the uploaded image is empty")
         args = query_args(*SEARCH_ARGS)
         parse_options(args)  # invalid query parameters fail even where form fields win
-        return Term(image=data), parse_options({**args, **flat_args(request.form)})
+        form = flat_args(request.form)
+        check_keys(form, SEARCH_ARGS, "the form fields")  # typos fail loudly here too
+        return Term(image=data), parse_options({**args, **form})
     parse_options(query_args(*SEARCH_ARGS))  # ignored with a JSON body, but must be valid
     body = json_body()
     if "item_id" not in body:

@@ -52,6 +52,10 @@
     keyMessage: $("key-message"),
     sessionBar: $("session-bar"),
     keyForget: $("key-forget"),
+    onlyRelevant: $("only-relevant"),
+    cutNote: $("cut-note"),
+    cutText: $("cut-text"),
+    showCut: $("show-cut"),
   };
 
   // query: {kind: "text", q} | {kind: "image", blob, name} | {kind: "item", id, name, thumb}
@@ -124,7 +128,8 @@
   }
 
   function searchRequest(query, offset, signal) {
-    const common = [["k", String(PAGE_SIZE)], ["offset", String(offset)], ...filterParams()];
+    const common = [["k", String(PAGE_SIZE)], ["offset", String(offset)],
+      ["relevance", ui.onlyRelevant.checked ? "auto" : "off"], ...filterParams()];
     if (query.kind === "image") {
       const body = new FormData();
       body.append("image", query.blob, query.name || "image");
@@ -162,6 +167,7 @@
       state.hasMore = Boolean(page.has_more) && hits.length > 0;
       ui.more.hidden = !state.hasMore;
       setStatus(summaryText(page));
+      showCutNote(page.relevance);
     } catch (err) {
       if (err.name === "AbortError" || seq !== state.seq) return;
       if (!append) clearResults();
@@ -184,6 +190,15 @@
     }
   }
 
+  // How many hits the relevance cut-off hid, and a way to see them.
+  function showCutNote(relevance) {
+    const cut = relevance && Number.isInteger(relevance.cut) ? relevance.cut : 0;
+    ui.cutNote.hidden = !(cut > 0 && ui.onlyRelevant.checked);
+    if (!ui.cutNote.hidden) {
+      ui.cutText.textContent = `${cut} less relevant result${cut === 1 ? "" : "s"} hidden.`;
+    }
+  }
+
   function describe(query) {
     if (query.kind === "text") return `“${query.q}”`;
     if (query.kind === "image") return query.name ? `images like ${query.name}` : "images like your picture";
@@ -196,7 +211,11 @@
 
   function summaryText(page) {
     const n = state.shown.size;
-    if (!n) return `No images found for ${describe(state.query)}. Try other words or fewer filters.`;
+    if (!n) {
+      const cut = page.relevance && page.relevance.cut > 0 && ui.onlyRelevant.checked;
+      if (cut) return `No relevant images for ${describe(state.query)}.`;
+      return `No images found for ${describe(state.query)}. Try other words or fewer filters.`;
+    }
     const timings = page.timings_ms || {};
     const ms = Object.values(timings).reduce((a, b) => a + (Number(b) || 0), 0);
     const took = ms > 0 ? ` (${Math.round(ms)} ms)` : "";
@@ -290,6 +309,7 @@
   // ---- rendering results -------------------------------------------------------------
   function clearResults() {
     ui.results.replaceChildren();
+    ui.cutNote.hidden = true;
     state.shown.clear();
     state.offset = 0;
   }
@@ -336,12 +356,31 @@
     const label = node.querySelector(".name");
     label.textContent = name;
     label.title = hit.path || name;
+    renderMatched(node.querySelector(".matched"), hit.matched);
     const similar = node.querySelector(".similar");
     similar.setAttribute("aria-label", `More like ${name}`);
     thumb.addEventListener("click", () => openPreview(hit, thumb));
     similar.addEventListener("click", () => startItemSearch(hit));
     node.dataset.id = String(hit.id);
     return node;
+  }
+
+  // Which query words the item's words contain, by field: "Matched: acme, invoice (name)".
+  function renderMatched(el, matched) {
+    if (!matched || typeof matched !== "object") return;
+    const parts = Object.entries(matched).filter(([, words]) => Array.isArray(words) && words.length);
+    if (!parts.length) return;
+    el.append("Matched: ");
+    parts.forEach(([field, words], i) => {
+      if (i) el.append("; ");
+      words.forEach((w, j) => {
+        if (j) el.append(", ");
+        const mark = document.createElement("mark");
+        mark.textContent = String(w);
+        el.append(mark);
+      });
+      el.append(` (${field})`);
+    });
   }
 
   // The thumbnail URL asking for a given longest side (the API caches a few sizes).
@@ -576,6 +615,11 @@
     setTimeout(() => state.query && runSearch(), 0);
   });
   ui.filters.elements.sort.addEventListener("change", () => state.query && runSearch());
+  ui.onlyRelevant.addEventListener("change", () => state.query && runSearch());
+  ui.showCut.addEventListener("click", () => {
+    ui.onlyRelevant.checked = false;
+    if (state.query) runSearch();
+  });
 
   ui.more.addEventListener("click", () => runSearch({ append: true }));
   if ("IntersectionObserver" in window) {
