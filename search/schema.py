@@ -18,9 +18,11 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from .errors import ModelMismatch
 
-SCHEMA_VERSION = 2  # = the head migration in search/migrations
+SCHEMA_VERSION = 3  # = the head migration in search/migrations
 STATUS_INDEXED = "indexed"
 STATUS_SKIPPED = "skipped"
+MEDIA_IMAGE = "image"
+MEDIA_VIDEO = "video"
 
 # SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets BIGINT ids.
 IdType = BigInteger().with_variant(Integer, "sqlite")
@@ -35,7 +37,11 @@ class Base(DeclarativeBase):
 
 
 class MediaItem(Base):
-    """One file under a library root: indexed (with a vector) or skipped (with a reason)."""
+    """One file under a library root: indexed (with a vector) or skipped (with a reason).
+
+    ``media`` is "image" or "video". A video's ``vector`` is its overall vector (the
+    normalised mean of its sampled frames); it lives in the store only, not in the images
+    index: videos are searched through their moments (:class:`Segment`)."""
 
     __tablename__ = "media_items"
 
@@ -51,6 +57,11 @@ class MediaItem(Base):
     captured_at: Mapped[dt.datetime | None] = mapped_column(DateTime, index=True)
     camera: Mapped[str | None] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16), index=True)
+    media: Mapped[str] = mapped_column(String(8), index=True, default=MEDIA_IMAGE,
+                                       server_default=MEDIA_IMAGE)
+    duration: Mapped[float | None] = mapped_column(Float)  # seconds (videos)
+    codec: Mapped[str | None] = mapped_column(String(32))  # video codec name (videos)
+    rotation: Mapped[int | None] = mapped_column(Integer)  # display rotation, degrees (videos)
     skip_reason: Mapped[str | None] = mapped_column(Text)
     vector: Mapped[bytes | None] = mapped_column(LargeBinary)
     indexed_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
@@ -78,8 +89,27 @@ class TextEntry(Base):
         return text_dict(self)
 
 
+class Segment(Base):
+    """A moment of a video: consecutive sampled frames that look alike.
+
+    Times are seconds from the start of the video; ``t_rep`` is the representative
+    frame's time (its thumbnail). Segment ids are their own id space, searched in the
+    ``segments`` index. Deleted with their video (``ON DELETE CASCADE``)."""
+
+    __tablename__ = "segments"
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    item_id: Mapped[int] = mapped_column(
+        IdType, ForeignKey("media_items.id", ondelete="CASCADE"), index=True)
+    t_start: Mapped[float] = mapped_column(Float)
+    t_end: Mapped[float] = mapped_column(Float)
+    t_rep: Mapped[float] = mapped_column(Float)
+    vector: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
 ITEM_FIELDS = ("id", "path", "root", "size", "mtime", "content_hash", "width", "height",
-               "format", "captured_at", "camera", "status", "skip_reason")
+               "format", "captured_at", "camera", "status", "skip_reason", "media", "duration",
+               "codec", "rotation")
 TEXT_FIELDS = ("id", "text", "source", "item_id")
 
 
@@ -180,7 +210,10 @@ class ItemFilter:
     formats: tuple[str, ...] = ()
     min_width: int | None = None
     min_height: int | None = None
+    min_duration: float | None = None  # seconds; only videos have a duration
+    max_duration: float | None = None
 
     def is_empty(self) -> bool:
         return not (self.path_prefixes or self.captured_after or self.captured_before
-                    or self.formats or self.min_width or self.min_height)
+                    or self.formats or self.min_width or self.min_height
+                    or self.min_duration is not None or self.max_duration is not None)

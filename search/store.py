@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session, defer, sessionmaker
 from .errors import ModelMismatch, NotFound
 from .schema import (  # noqa: F401
     ITEM_FIELDS,
+    MEDIA_IMAGE,
     SCHEMA_VERSION,
     STATUS_INDEXED,
     STATUS_SKIPPED,
@@ -37,6 +38,7 @@ from .schema import (  # noqa: F401
     Job,
     MediaItem,
     MetaEntry,
+    Segment,
     TextEntry,
     item_dict,
     pack,
@@ -48,6 +50,17 @@ from .schema import (  # noqa: F401
 )
 
 log = logging.getLogger(__name__)
+
+
+#: The row type behind each vector table (index). Video items keep their overall vector in
+#: their row but are searched through their segments: the images table is images only.
+VECTOR_TABLES = {"images": MediaItem, "texts": TextEntry, "segments": Segment}
+
+
+def _vector_rows(table: str):
+    """``(model, extra where-clauses)`` of the rows that make up vector table ``table``."""
+    model = VECTOR_TABLES[table]
+    return model, ((MediaItem.media == MEDIA_IMAGE,) if table == "images" else ())
 
 
 def _sqlite_pragmas(dbapi_conn, _record):
@@ -216,21 +229,21 @@ class Store:
 
     def vector_ids(self, table: str = "images") -> np.ndarray:
         """Sorted int64 ids of rows that have a vector."""
-        model = MediaItem if table == "images" else TextEntry
+        model, extra = _vector_rows(table)
         with self.session() as s:
-            ids = s.scalars(select(model.id).where(model.vector.is_not(None))
+            ids = s.scalars(select(model.id).where(model.vector.is_not(None), *extra)
                             .order_by(model.id)).all()
         return np.asarray(ids, dtype=np.int64)
 
     def iter_vectors(self, table: str = "images", *, ids: Sequence[int] | None = None,
                      chunk: int = 10_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield ``(ids int64 (n,), vectors float32 (n, d))`` chunks of stored vectors."""
-        model = MediaItem if table == "images" else TextEntry
+        model, extra = _vector_rows(table)
         if ids is not None:
             for part in _chunks([int(i) for i in ids], 900):
                 with self.session() as s:
                     rows = s.execute(select(model.id, model.vector).where(
-                        model.id.in_(part), model.vector.is_not(None))).all()
+                        model.id.in_(part), model.vector.is_not(None), *extra)).all()
                 if rows:
                     yield _rows_to_arrays(rows)
             return
@@ -238,7 +251,7 @@ class Store:
         while True:
             with self.session() as s:
                 rows = s.execute(select(model.id, model.vector)
-                                 .where(model.vector.is_not(None), model.id > last)
+                                 .where(model.vector.is_not(None), model.id > last, *extra)
                                  .order_by(model.id).limit(chunk)).all()
             if not rows:
                 return
@@ -261,6 +274,10 @@ class Store:
             q = q.where(MediaItem.width >= flt.min_width)
         if flt.min_height:
             q = q.where(MediaItem.height >= flt.min_height)
+        if flt.min_duration is not None:
+            q = q.where(MediaItem.duration >= flt.min_duration)
+        if flt.max_duration is not None:
+            q = q.where(MediaItem.duration <= flt.max_duration)
         with self.session() as s:
             return np.asarray(s.scalars(q.order_by(MediaItem.id)).all(), dtype=np.int64)
 
