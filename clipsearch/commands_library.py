@@ -99,28 +99,37 @@ def _print_summary(summary) -> None:
 @click.argument("text", required=False)
 @click.option("--image", type=click.Path(exists=True, dir_okay=False), help="Search by this image.")
 @click.option("--item", type=int, help="Search by an indexed item id.")
+@click.option("--moment", type=int, help="Search by a moment of a video (its id in --json "
+              "output): more like this moment.")
+@click.option("--media", type=click.Choice(["image", "video", "all"]), default="all",
+              show_default=True, help="Search images, the moments of videos, or both.")
 @click.option("--texts", is_flag=True, help="Find texts describing the image instead of images.")
 @click.option("-k", "--k", "k", default=10, show_default=True, help="Number of results.")
 @click.option("--offset", default=0, help="Skip this many results (paging).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
-def search_cmd(obj: CliContext, text, image, item, texts, k, offset, as_json):
-    """Search by TEXT, by --image FILE or by --item ID."""
+def search_cmd(obj: CliContext, text, image, item, moment, media, texts, k, offset, as_json):
+    """Search by TEXT, by --image FILE, by --item ID or by --moment ID.
+
+    A video hit prints as ``path @ 00:12:34–00:12:41``: its best moment."""
+    from search.moments import search_media
     from search.service import SearchRequest, Term
 
-    given = [x is not None for x in (text, image, item)]
+    given = [x is not None for x in (text, image, item, moment)]
     if sum(given) != 1:
-        raise click.UsageError("give exactly one of TEXT, --image FILE, --item ID")
+        raise click.UsageError("give exactly one of TEXT, --image FILE, --item ID, --moment ID")
     if image is not None:
         with open(image, "rb") as f:
             term = Term(image=f.read())
     elif item is not None:
         term = Term(item_id=item)
+    elif moment is not None:
+        term = Term(moment_id=moment)
     else:
         term = Term(text=text)
     service = obj.service()
     req = SearchRequest((term,), k=k, offset=offset)
-    page = service.search_texts(req) if texts else service.search_images(req)
+    page = service.search_texts(req) if texts else search_media(service, req, media)
     if as_json:
         click.echo(json.dumps([h.to_dict() for h in page.hits], indent=2, default=str))
         return
@@ -128,7 +137,15 @@ def search_cmd(obj: CliContext, text, image, item, texts, k, offset, as_json):
         click.echo("no results")
     for h in page.hits:
         label = h.item.get("text") if texts else h.item.get("path")
+        if not texts and "t_start" in h.item:
+            label = f"{label} @ {clock(h.item['t_start'])}–{clock(h.item['t_end'])}"
         click.echo(f"{h.score:.4f}  {h.id:>7}  {label}")
+
+
+def clock(seconds: float) -> str:
+    """``HH:MM:SS`` of a time in a video (whole seconds, rounded down)."""
+    s = max(0, int(seconds))
+    return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
 # -- texts ---------------------------------------------------------------------

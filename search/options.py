@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from .errors import BadRequest
+from .moments import DEFAULT_MEDIA, check_media, search_media
 from .schema import ItemFilter
 from .service import MAX_K, MAX_OFFSET, Page, SearchRequest, SearchService, Term
 
@@ -28,10 +29,15 @@ DEFAULT_K = 20
 FORMAT_ALIASES = {
     "JPEG": "JPEG", "JPG": "JPEG", "MPO": "MPO", "PNG": "PNG", "WEBP": "WEBP", "GIF": "GIF",
     "BMP": "BMP", "TIFF": "TIFF", "TIF": "TIFF", "HEIF": "HEIF", "HEIC": "HEIF", "AVIF": "AVIF",
+    # videos (the container)
+    "MP4": "MP4", "M4V": "MP4", "MOV": "MOV", "QT": "MOV", "3GP": "3GP", "MKV": "MKV",
+    "WEBM": "WEBM", "AVI": "AVI", "MPEG": "MPEG", "MPG": "MPEG", "MPEG-TS": "MPEG-TS",
+    "M2TS": "MPEG-TS", "MTS": "MPEG-TS", "OGV": "OGV", "FLV": "FLV", "WMV": "WMV",
 }
 FILTER_KEYS = ("path_prefix", "captured_after", "captured_before", "format", "min_width",
-               "min_height")
-OPTION_KEYS = ("k", "offset", "sort", "threshold")
+               "min_height", "min_duration", "max_duration")
+OPTION_KEYS = ("k", "offset", "sort", "threshold", "media")
+MAX_DURATION = 10_000_000.0  # seconds; bounds the duration filters
 _INT_RE = re.compile(r"^[+-]?\d{1,12}$")
 
 
@@ -45,6 +51,7 @@ class SearchOptions:
     threshold: float | None = None
     path_prefix: str | None = None
     filters: ItemFilter = field(default_factory=ItemFilter)  # without the path prefix
+    media: str = DEFAULT_MEDIA  # "image", "video" or "all"
 
 
 def int_param(value: Any, name: str, lo: int, hi: int, *, convert: bool = True) -> int:
@@ -148,7 +155,14 @@ def parse_filters(src: Mapping[str, Any], *, typed: bool = False
         min_width=int_param(get["min_width"], "min_width", 0, 1_000_000, convert=conv)
         if "min_width" in get else None,
         min_height=int_param(get["min_height"], "min_height", 0, 1_000_000, convert=conv)
-        if "min_height" in get else None)
+        if "min_height" in get else None,
+        min_duration=float_param(get["min_duration"], "min_duration", 0.0, MAX_DURATION,
+                                 convert=conv) if "min_duration" in get else None,
+        max_duration=float_param(get["max_duration"], "max_duration", 0.0, MAX_DURATION,
+                                 convert=conv) if "max_duration" in get else None)
+    if (flt.min_duration is not None and flt.max_duration is not None
+            and flt.min_duration > flt.max_duration):
+        raise BadRequest("min_duration is greater than max_duration")
     return prefix, flt
 
 
@@ -171,7 +185,9 @@ def parse_options(src: Mapping[str, Any], *, filters: Mapping[str, Any] | None =
         sort=sort,
         threshold=float_param(get["threshold"], "threshold", -1.0, 1.0, convert=conv)
         if "threshold" in get else None,
-        path_prefix=prefix, filters=flt)
+        path_prefix=prefix, filters=flt,
+        media=check_media(str_param(get["media"], "media", 10).strip() or DEFAULT_MEDIA)
+        if "media" in get else DEFAULT_MEDIA)
 
 
 def check_keys(body: Mapping[str, Any], allowed: tuple[str, ...] | set[str], where: str) -> None:
@@ -185,6 +201,11 @@ def text_param(value: Any, name: str = "q") -> str:
     if not text:
         raise BadRequest(f"{name} must not be empty")
     return text
+
+
+def moment_id_param(value: Any, name: str = "moment_id") -> int:
+    """A moment (segment) id from JSON."""
+    return int_param(value, name, 1, 2**63 - 1, convert=False)
 
 
 def item_id_param(value: Any, name: str = "item_id") -> int:
@@ -223,6 +244,6 @@ def run_search(service: SearchService, target: str, terms: tuple[Term, ...],
             return Page([], opts.offset, opts.k, False,
                         {"encode": 0.0, "search": 0.0, "fetch": 0.0})
         flt = dataclasses.replace(flt, path_prefixes=expand_prefix(opts.path_prefix, roots))
-    return service.search_images(SearchRequest(
+    return search_media(service, SearchRequest(
         terms, k=opts.k, offset=opts.offset, filters=flt, threshold=opts.threshold,
-        sort=opts.sort, exclude_ids=exclude_ids))
+        sort=opts.sort, exclude_ids=exclude_ids), opts.media)

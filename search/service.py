@@ -19,6 +19,7 @@ from .index import faiss_threads
 from .library import Library
 from .media.images import decode_image
 from .schema import STATUS_INDEXED, ItemFilter, unpack
+from .segments import segment_vector
 
 log = logging.getLogger(__name__)
 
@@ -31,18 +32,22 @@ ROOTS_TTL = 5.0  # seconds the distinct roots of indexed items are cached
 
 @dataclass(frozen=True)
 class Term:
-    """One part of a query: exactly one of text, image (encoded file bytes), item_id, vector."""
+    """One part of a query: exactly one of text, image (encoded file bytes), item_id, vector,
+    moment_id (a segment of a video)."""
 
     weight: float = 1.0
     text: str | None = None
     image: bytes | None = None
     item_id: int | None = None
     vector: tuple[float, ...] | None = None
+    moment_id: int | None = None
 
     def __post_init__(self):
-        given = [x is not None for x in (self.text, self.image, self.item_id, self.vector)]
+        given = [x is not None for x in (self.text, self.image, self.item_id, self.vector,
+                                         self.moment_id)]
         if sum(given) != 1:
-            raise BadRequest("each query term needs exactly one of text, image, item_id, vector")
+            raise BadRequest("each query term needs exactly one of text, image, item_id, "
+                             "vector, moment_id")
         if not np.isfinite(self.weight):
             raise BadRequest("term weight must be a finite number")
 
@@ -132,6 +137,8 @@ class SearchService:
                 total += t.weight * self.encode_image_bytes(t.image)
             elif t.item_id is not None:
                 total += t.weight * self.item_vector(t.item_id)
+            elif t.moment_id is not None:
+                total += t.weight * segment_vector(self.library.store, t.moment_id, dim)
             elif t.vector is not None:
                 v = np.asarray(t.vector, dtype=np.float32)
                 if v.shape != (dim,):
