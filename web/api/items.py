@@ -125,7 +125,9 @@ def item_moments(item_id: int):
     body = {"item_id": item.id, "media": item.media, "duration": item.duration,
             "moments": moments}
     if args.get("t") not in (None, ""):
-        body["at"] = nearest_moment(moments, float_param(args["t"], "t", 0.0, 1e7))
+        at = nearest_moment(moments, float_param(args["t"], "t", 0.0, 1e7))
+        if at is not None:
+            body["at"] = at
     return jsonify(body)
 
 
