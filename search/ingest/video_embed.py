@@ -19,7 +19,7 @@ import numpy as np
 from .decode import Decoded
 from .discover import is_video_path
 from .embed import batch_encode, crashed_decode
-from .segmenting import Segmenter
+from .segmenting import SEGMENT_VECTOR, Segmenter
 from .video_decode import ChunkResult, ChunkTask, VideoProbe, chunk_tasks, probe_file, run_task
 from .workers import CRASH_REASON, WorkerPool, window_map
 
@@ -64,7 +64,7 @@ def crashed_task(task):
 
 
 def _units(pool: WorkerPool | None, preprocess, paths: Sequence[str], *, window: int,
-           max_pixels: int, fps: float, max_seconds: float, block: int):
+           max_pixels: int, fps: float, max_seconds: float, block: int, segment_vector: str):
     if not any(is_video_path(p) for p in paths):  # images only: one stream, no blocks
         yield from window_map(pool, run_task, paths, window, preprocess, max_pixels,
                               on_crash=crashed_task)
@@ -84,7 +84,8 @@ def _units(pool: WorkerPool | None, preprocess, paths: Sequence[str], *, window:
                 tasks.append(probe.decoded)
             else:
                 tasks.extend(chunk_tasks(p, probe.info, fps))
-                states[p] = _Video(probe.decoded, Segmenter(probe.info.duration))
+                states[p] = _Video(probe.decoded, Segmenter(probe.info.duration,
+                                                            vector=segment_vector))
         for res in window_map(pool, run_task, tasks, window, preprocess, max_pixels,
                               on_crash=crashed_task):
             if not isinstance(res, ChunkResult):
@@ -102,12 +103,15 @@ def _units(pool: WorkerPool | None, preprocess, paths: Sequence[str], *, window:
 
 def embed_media(pool: WorkerPool | None, encoder, paths: Sequence[str], *, batch_size: int,
                 max_pixels: int, window: int, fps: float, max_seconds: float,
-                block: int = BLOCK_FILES) -> Iterator[tuple[Decoded, np.ndarray | None]]:
+                block: int = BLOCK_FILES, segment_vector: str = SEGMENT_VECTOR
+                ) -> Iterator[tuple[Decoded, np.ndarray | None]]:
     """Like :func:`.embed.embed_locally` for a mix of images and videos: ``(decoded,
     vector or None)`` in the order of ``paths``; a video's pair carries its moments in
-    ``decoded.segments`` and its overall vector."""
+    ``decoded.segments`` and its overall vector. ``segment_vector``: "mean" or
+    "representative" (see :mod:`.segmenting`)."""
     units = _units(pool, encoder.preprocess, paths, window=window, max_pixels=max_pixels,
-                   fps=fps, max_seconds=max_seconds, block=max(1, block))
+                   fps=fps, max_seconds=max_seconds, block=max(1, block),
+                   segment_vector=segment_vector)
     for unit, vec in batch_encode(encoder, units, batch_size):
         if isinstance(unit, _Frame):
             if unit.video.error is None:
