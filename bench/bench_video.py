@@ -21,6 +21,10 @@ moment's vector as the mean of its frames vs its representative frame's.
 
     python bench/bench_video.py --part throughput --videos 3 --seconds 20 --model ViT-B-32
     python bench/bench_video.py --part moments --videos 12 --scenes 8
+    PYTHONPATH=DIR_WITH_SCENEDETECT python bench/bench_video.py --part scenedetect --videos 12
+
+``--part scenedetect`` runs PySceneDetect's ContentDetector on the same videos (it is not a
+dependency: install ``scenedetect`` and ``opencv-python-headless`` somewhere to compare).
 """
 from __future__ import annotations
 
@@ -184,31 +188,73 @@ def end_to_end(enc, folder: str, args, workers: int, samples: int) -> tuple[floa
 
 
 # -- part 2 -----------------------------------------------------------------------------
-def part_moments(args) -> None:
-    from search.ingest.segmenting import CUT_THRESHOLD
-    from search.ingest.workers import WorkerPool
-
-    folder = os.path.join(tempfile.gettempdir(), f"bench-moments-{args.videos}x{args.scenes}")
+def moment_videos(videos: int, scenes: int) -> tuple[list[str], list[list]]:
+    """Small H.264 videos of known scenes (made once, then reused): paths and, per video,
+    ``[(t_start, t_end, caption)]`` of its scenes."""
+    folder = os.path.join(tempfile.gettempdir(), f"bench-moments-{videos}x{scenes}")
     rng = random.Random(5)
     truth = []  # per video: [(t_start, t_end, caption)]
     paths = []
-    pics = scene_pictures(args.videos * args.scenes, seed=2024, size=240)
+    pics = scene_pictures(videos * scenes, seed=2024, size=240)
     fresh = not os.path.isdir(folder)
     os.makedirs(folder, exist_ok=True)
-    for v in range(args.videos):
-        scenes, t, rows = [], 0.0, []
-        for k in range(args.scenes):
-            img, caption = pics[v * args.scenes + k]
+    for v in range(videos):
+        clip, t, rows = [], 0.0, []
+        for k in range(scenes):
+            img, caption = pics[v * scenes + k]
             seconds = rng.choice((2.5, 3.0, 4.0, 5.0, 7.0, 9.0))
-            scenes.append((seconds, img))
+            clip.append((seconds, img))
             rows.append((t, t + seconds, caption))
             t += seconds
         path = os.path.join(folder, f"v{v:02d}.mp4")
         if fresh:
-            write_video(path, scenes, size=(320, 240), fps=12, gop=12, preset="veryfast",
+            write_video(path, clip, size=(320, 240), fps=12, gop=12, preset="veryfast",
                         noise=4, seed=v)
         paths.append(path)
         truth.append(rows)
+    return paths, truth
+
+
+def cut_score(found: list[list[float]], truth: list[list]) -> tuple[int, int, int]:
+    """(true positives, false positives, false negatives): a found cut within 1 s of a true
+    one counts once."""
+    tp = fp = fn = 0
+    for cuts_found, rows in zip(found, truth):
+        matched = set()
+        for c in [r[0] for r in rows[1:]]:
+            hit = next((f for f in cuts_found if abs(f - c) <= 1.0 and f not in matched), None)
+            if hit is None:
+                fn += 1
+            else:
+                matched.add(hit)
+                tp += 1
+        fp += len(cuts_found) - len(matched)
+    return tp, fp, fn
+
+
+def part_scenedetect(args) -> None:
+    """PySceneDetect's ContentDetector (every frame, default threshold) on the same videos."""
+    from scenedetect import ContentDetector, detect
+
+    paths, truth = moment_videos(args.videos, args.scenes)
+    t0 = time.perf_counter()
+    found = []
+    for p in paths:
+        scenes = detect(p, ContentDetector())
+        found.append([start.get_seconds() for start, _ in scenes[1:]])
+    dt = time.perf_counter() - t0
+    video_s = sum(rows[-1][1] for rows in truth)
+    tp, fp, fn = cut_score(found, truth)
+    print(f"PySceneDetect ContentDetector: {tp} of {tp + fn} cuts within 1 s (recall "
+          f"{tp / (tp + fn):.3f}), {fp} extra (precision {tp / max(1, tp + fp):.3f}); "
+          f"{60 * dt / video_s:.2f} s per video minute (its own decode of every frame)")
+
+
+def part_moments(args) -> None:
+    from search.ingest.segmenting import CUT_THRESHOLD
+    from search.ingest.workers import WorkerPool
+
+    paths, truth = moment_videos(args.videos, args.scenes)
     enc = OpenClipEncoder.load("clipsearch-mini", None, device="cpu")
     pool = WorkerPool(max(1, (os.cpu_count() or 2) - 1))
     try:
@@ -220,19 +266,8 @@ def part_moments(args) -> None:
     finally:
         pool.shutdown()
     # cut detection (the same for both runs)
-    tp = fp = fn = 0
-    for (dec, _), rows in zip(runs["mean"], truth):
-        found = [s.t_start for s in dec.segments[1:]]
-        cuts = [r[0] for r in rows[1:]]
-        matched = set()
-        for c in cuts:
-            hit = next((f for f in found if abs(f - c) <= 1.0 and f not in matched), None)
-            if hit is None:
-                fn += 1
-            else:
-                matched.add(hit)
-                tp += 1
-        fp += len(found) - len(matched)
+    tp, fp, fn = cut_score([[seg.t_start for seg in dec.segments[1:]]
+                            for dec, _ in runs["mean"]], truth)
     print(f"cut detection (signature difference > {CUT_THRESHOLD}): {tp} of {tp + fn} cuts "
           f"found within 1 s (recall {tp / (tp + fn):.3f}), {fp} extra cuts "
           f"(precision {tp / max(1, tp + fp):.3f})")
@@ -262,7 +297,7 @@ def part_moments(args) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--part", choices=("throughput", "moments"), required=True)
+    ap.add_argument("--part", choices=("throughput", "moments", "scenedetect"), required=True)
     ap.add_argument("--videos", type=int, default=3)
     ap.add_argument("--seconds", type=int, default=20)
     ap.add_argument("--scenes", type=int, default=8)
@@ -275,6 +310,8 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     if args.part == "throughput":
         part_throughput(args)
+    elif args.part == "scenedetect":
+        part_scenedetect(args)
     else:
         part_moments(args)
 

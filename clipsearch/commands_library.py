@@ -185,6 +185,9 @@ def stats_cmd(obj: CliContext, as_json):
     """Counts of indexed and skipped images, texts, formats, model."""
     lib = obj.library()
     st = lib.store.stats()
+    from search.segments import video_count
+
+    st["videos_indexed"], st["moments"] = video_count(lib.store)
     st["index"] = {t: ({"kind": i.kind, "vectors": len(i)} if i is not None else None)
                    for t, i in lib.indexes.items()}
     st["data_dir"] = obj.settings.data_dir

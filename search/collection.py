@@ -95,8 +95,10 @@ class Collection:
         ``options``: k (1..1000, default 20), offset, sort ("score" or "date"), threshold
         (-1..1) and the filters path_prefix (relative to a library root), captured_after
         / captured_before (ISO date or date-time), format (a name or a list), min_width,
-        min_height. Returns a :class:`~search.service.Page` of hits ordered by score
-        (float cosine similarity) descending. Raises BadRequest for bad options or input,
+        min_height, min_duration / max_duration (seconds, videos); media ("all" by default:
+        images and the moments of videos; "image"; "video": a video hit carries t_start,
+        t_end and its moments). Returns a :class:`~search.service.Page` of hits ordered
+        by score (float cosine similarity) descending. Raises BadRequest for bad options or input,
         NotFound for an unknown item."""
         return self._search("images", self._term(text, image, item, vector), options)
 
@@ -128,7 +130,7 @@ class Collection:
 
     # ---------------------------------------------------------------------------
     def _search(self, target: str, term: Term, options: dict) -> Page:
-        unknown = set(options) - {"k", "offset", "sort", "threshold", *FILTER_KEYS}
+        unknown = set(options) - {"k", "offset", "sort", "threshold", "media", *FILTER_KEYS}
         if unknown:
             raise TypeError(f"unknown search option(s): {', '.join(sorted(unknown))}")
         values = {k: (v.isoformat() if hasattr(v, "isoformat") else v)

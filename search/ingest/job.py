@@ -131,7 +131,7 @@ class IndexJob:
                 if len(found) % 5000 == 0:
                     self.progress(Progress("scanning", done=len(found)))
         states = self.store.file_states(prefixes=roots)
-        log.info("found %d image files under %s; %d known to the store", len(found),
+        log.info("found %d media files under %s; %d known to the store", len(found),
                  ", ".join(roots), len(states))
         return found, states
 

@@ -86,7 +86,10 @@ def _units(pool: WorkerPool | None, preprocess, paths: Sequence[str], *, window:
                 tasks.extend(chunk_tasks(p, probe.info, fps))
                 states[p] = _Video(probe.decoded, Segmenter(probe.info.duration,
                                                             vector=segment_vector))
-        for res in window_map(pool, run_task, tasks, window, preprocess, max_pixels,
+        # A chunk carries up to CHUNK_SLOTS frames: fewer tasks in flight than for images
+        # keeps the decoded frames waiting for the encoder to about window * 4 (~40 MB at 224 px).
+        chunk_window = max(4, window // 8) if states else window
+        for res in window_map(pool, run_task, tasks, chunk_window, preprocess, max_pixels,
                               on_crash=crashed_task):
             if not isinstance(res, ChunkResult):
                 yield res
