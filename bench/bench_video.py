@@ -63,9 +63,9 @@ def scene_pictures(n: int, seed: int, size: int) -> list[tuple[Image.Image, str]
 
 def write_video(path: str, scenes: list[tuple[float, Image.Image]], *, size: tuple[int, int],
                 fps: int, gop: int, preset: str = "ultrafast", noise: int = 0,
-                seed: int = 0) -> None:
+                seed: int = 0, step: int = 1) -> None:
     """H.264 video of ``scenes`` (seconds, picture): each picture slowly drifts and zooms
-    (so frames of one scene differ, as in real footage)."""
+    (so frames of one scene differ, as in real footage), a new pose every ``step`` frames."""
     w, h = size
     rng = np.random.default_rng(seed)
     out = av.open(path, "w")
@@ -77,17 +77,20 @@ def write_video(path: str, scenes: list[tuple[float, Image.Image]], *, size: tup
     for seconds, img in scenes:
         n = int(round(seconds * fps))
         side = int(min(w, h) * 0.9)
+        arr = None
         for k in range(n):
-            zoom = 1.0 + 0.08 * k / max(1, n)
-            pic = img.resize((int(side * zoom),) * 2, Image.BILINEAR)
-            canvas = Image.new("RGB", (w, h), (245, 245, 245))
-            dx = int((w - pic.width) / 2 + 0.05 * w * (k / max(1, n) - 0.5))
-            canvas.paste(pic, (dx, (h - pic.height) // 2))
-            arr = np.asarray(canvas)
+            if k % step == 0 or arr is None:  # a new pose every ``step`` frames
+                zoom = 1.0 + 0.08 * k / max(1, n)
+                pic = img.resize((int(side * zoom),) * 2, Image.BILINEAR)
+                canvas = Image.new("RGB", (w, h), (245, 245, 245))
+                dx = int((w - pic.width) / 2 + 0.05 * w * (k / max(1, n) - 0.5))
+                canvas.paste(pic, (dx, (h - pic.height) // 2))
+                arr = np.asarray(canvas)
+            out_arr = arr
             if noise:
-                arr = np.clip(arr.astype(np.int16) + rng.integers(-noise, noise + 1, arr.shape,
-                                                                  dtype=np.int16), 0, 255)
-            frame = av.VideoFrame.from_ndarray(arr.astype(np.uint8), format="rgb24")
+                out_arr = np.clip(arr.astype(np.int16) + rng.integers(
+                    -noise, noise + 1, arr.shape, dtype=np.int16), 0, 255)
+            frame = av.VideoFrame.from_ndarray(out_arr.astype(np.uint8), format="rgb24")
             frame.pts = i
             frame.time_base = fractions.Fraction(1, fps)
             for p in s.encode(frame):
@@ -133,7 +136,7 @@ def part_throughput(args) -> None:
         for v, p in enumerate(paths):
             pics = scene_pictures(max(1, args.seconds // 5), seed=100 + v, size=512)
             write_video(p, [(5.0, img) for img, _ in pics], size=(1920, 1080), fps=30,
-                        gop=30, seed=v)
+                        gop=30, seed=v, step=3)
         print(f"generated {len(paths)} x {args.seconds} s of 1080p30 H.264 in {folder} "
               f"({time.perf_counter() - t0:.0f} s)", flush=True)
     enc = OpenClipEncoder.load(args.model, "none" if args.model != "clipsearch-mini" else None,

@@ -38,7 +38,12 @@ def search_media(service: SearchService, req: SearchRequest, media: str = DEFAUL
                  ) -> Page:
     """A page of image and/or video hits for ``req`` (see the module docstring)."""
     check_media(media)
-    if media == "image" or not _has_segments(service):
+    if media == "image":
+        return service.search_images(req)
+    if not _has_segments(service):  # no video indexed yet
+        if media == "video":
+            return Page([], req.offset, req.k, False, {"encode": 0.0, "search": 0.0,
+                                                       "fetch": 0.0})
         return service.search_images(req)
     t0 = time.perf_counter()
     need = req.offset + req.k + 1

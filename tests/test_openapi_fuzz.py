@@ -3,6 +3,7 @@ response that disagrees with the document (schemathesis against the WSGI app, in
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 

@@ -259,3 +259,12 @@ def test_unchanged_moved_and_changed_videos(world, tmp_path):
     assert set(service.library.indexes["segments"].ids().tolist()) == stored - {new[0]["id"]}
     with store.session() as s:
         assert not s.scalars(select(Segment).where(Segment.item_id == b.id)).all()
+
+
+def test_media_video_without_videos_is_empty(world, tmp_path):
+    root = os.path.realpath(str(tmp_path / "pics"))
+    os.makedirs(root)
+    videogen.picture("glyph", name="cat face").save(os.path.join(root, "cat.png"))
+    service = index_folder(_settings(str(tmp_path / "data"), root), world["encoder"], root)
+    assert _search(service, "a cat", media="video").hits == []
+    assert len(_search(service, "a cat", media="all").hits) == 1
