@@ -268,3 +268,31 @@ def test_media_video_without_videos_is_empty(world, tmp_path):
     service = index_folder(_settings(str(tmp_path / "data"), root), world["encoder"], root)
     assert _search(service, "a cat", media="video").hits == []
     assert len(_search(service, "a cat", media="all").hits) == 1
+
+
+def test_limits_and_frameless_videos_are_skipped_with_reasons(world, tmp_path):
+    """Duration and pixel limits come from the headers; a track without a single frame is
+    skipped too (FFmpeg drops the empty track: 'no video stream')."""
+    import av
+
+    root = os.path.realpath(str(tmp_path / "lib"))
+    os.makedirs(root)
+    shutil.copy2(os.path.join(world["root"], "clips", "story.webm"), os.path.join(root, "a.webm"))
+    out = av.open(os.path.join(root, "frameless.mp4"), "w")
+    stream = out.add_stream("libx264", rate=12)
+    stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+    out.start_encoding()  # a header, a video track, not one frame
+    out.mux(list(stream.encode()))
+    out.close()
+
+    def reasons(**kw) -> dict[str, str]:
+        data = str(tmp_path / f"data-{len(kw)}-{sorted(kw)}")
+        settings = _settings(data, root, **kw)
+        service = index_folder(settings, world["encoder"], root)
+        return {n: i.skip_reason for n, i in _items(service).items()}
+
+    got = reasons(video_max_seconds=10)
+    assert got["a.webm"] == "too long: 15 s exceeds the limit of 10 s"
+    assert got["frameless.mp4"].startswith(("no video stream", "zero length"))
+    got = reasons(max_pixels=320 * 240 - 1)
+    assert got["a.webm"].startswith("too large: 320x240")
