@@ -187,7 +187,7 @@ def stats_cmd(obj: CliContext, as_json):
     st = lib.store.stats()
     from search.segments import video_count
 
-    st["videos_indexed"], st["moments"] = video_count(lib.store)
+    st["moments"] = video_count(lib.store)[1]
     st["index"] = {t: ({"kind": i.kind, "vectors": len(i)} if i is not None else None)
                    for t, i in lib.indexes.items()}
     st["data_dir"] = obj.settings.data_dir

@@ -361,6 +361,8 @@ class Store:
         with self.session() as s:
             by_status = dict(s.execute(select(MediaItem.status, func.count())
                                        .group_by(MediaItem.status)).all())
+            videos = s.scalar(select(func.count()).select_from(MediaItem).where(
+                MediaItem.status == STATUS_INDEXED, MediaItem.media != MEDIA_IMAGE)) or 0
             by_reason = dict(s.execute(
                 select(MediaItem.skip_reason, func.count())
                 .where(MediaItem.status == STATUS_SKIPPED)
@@ -372,7 +374,8 @@ class Store:
             roots = [r for r in s.scalars(select(MediaItem.root).distinct())]
             n_texts = s.scalar(select(func.count()).select_from(TextEntry)) or 0
         return {
-            "images_indexed": by_status.get(STATUS_INDEXED, 0),
+            "images_indexed": by_status.get(STATUS_INDEXED, 0) - videos,
+            "videos_indexed": videos,
             "images_skipped": by_status.get(STATUS_SKIPPED, 0),
             "skipped_by_reason": by_reason,
             "formats": {k or "?": v for k, v in by_format.items()},

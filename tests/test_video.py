@@ -80,6 +80,8 @@ def test_videos_are_items_with_their_facts(world):
     assert mp4.captured_at is not None and mp4.captured_at.isoformat() == "2024-05-01T10:20:30"
     assert mp4.vector is not None and len(mp4.vector) == 4 * world["encoder"].dim
     assert items["cat.png"].media == "image"
+    st = world["service"].library.store.stats()
+    assert (st["images_indexed"], st["videos_indexed"]) == (1, 3)
 
 
 def test_bad_videos_are_skipped_with_their_reasons(world):
