@@ -99,6 +99,10 @@ def _print_summary(summary) -> None:
 @click.argument("text", required=False)
 @click.option("--image", type=click.Path(exists=True, dir_okay=False), help="Search by this image.")
 @click.option("--item", type=int, help="Search by an indexed item id.")
+@click.option("--moment", type=int, help="Search by a moment of a video (its id in --json "
+              "output): more like this moment.")
+@click.option("--media", type=click.Choice(["image", "video", "all"]), default="all",
+              show_default=True, help="Search images, the moments of videos, or both.")
 @click.option("--texts", is_flag=True, help="Find texts describing the image instead of images.")
 @click.option("-k", "--k", "k", default=10, show_default=True, help="Number of results.")
 @click.option("--offset", default=0, help="Skip this many results (paging).")
@@ -114,20 +118,24 @@ def _print_summary(summary) -> None:
               help="With --sort date: how many of the most relevant hits to order [1000].")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
-def search_cmd(obj: CliContext, text, image, item, texts, k, offset, relevance, mode, sort,
-               date_window, as_json):
-    """Search by TEXT, by --image FILE or by --item ID."""
+def search_cmd(obj: CliContext, text, image, item, moment, media, texts, k, offset, relevance,
+               mode, sort, date_window, as_json):
+    """Search by TEXT, by --image FILE, by --item ID or by --moment ID.
+
+    A video hit prints as ``path @ 00:12:34–00:12:41``: its best moment."""
     from search.options import parse_options, run_search
     from search.service import Term
 
-    given = [x is not None for x in (text, image, item)]
+    given = [x is not None for x in (text, image, item, moment)]
     if sum(given) != 1:
-        raise click.UsageError("give exactly one of TEXT, --image FILE, --item ID")
+        raise click.UsageError("give exactly one of TEXT, --image FILE, --item ID, --moment ID")
     if image is not None:
         with open(image, "rb") as f:
             term = Term(image=f.read())
     elif item is not None:
         term = Term(item_id=item)
+    elif moment is not None:
+        term = Term(moment_id=moment)
     else:
         term = Term(text=text)
     raw = {"k": str(k), "offset": str(offset), "relevance": relevance, "sort": sort}
@@ -135,6 +143,8 @@ def search_cmd(obj: CliContext, text, image, item, texts, k, offset, relevance, 
         raw["mode"] = mode
     if date_window is not None:
         raw["date_window"] = str(date_window)
+    if not texts:
+        raw["media"] = media
     opts = parse_options(raw)
     page = run_search(obj.service(), "texts" if texts else "images", (term,), opts)
     verdict = page.relevance
@@ -145,6 +155,8 @@ def search_cmd(obj: CliContext, text, image, item, texts, k, offset, relevance, 
             click.echo("no results")
         for h in page.hits:
             label = h.item.get("text") if texts else h.item.get("path")
+            if not texts and "t_start" in h.item:
+                label = f"{label} @ {clock(h.item['t_start'])}–{clock(h.item['t_end'])}"
             words = "; ".join(f"{f}: {', '.join(w)}" for f, w in (h.matched or {}).items())
             click.echo(f"{h.score:.4f}  {h.id:>7}  {label}" + (f"  [{words}]" if words else ""))
     if verdict is not None and verdict.cut:
@@ -153,6 +165,12 @@ def search_cmd(obj: CliContext, text, image, item, texts, k, offset, relevance, 
                    err=as_json)
     elif verdict is not None and verdict.reason:
         click.echo(f"no relevance cut-off: {verdict.reason}", err=as_json)
+
+
+def clock(seconds: float) -> str:
+    """``HH:MM:SS`` of a time in a video (whole seconds, rounded down)."""
+    s = max(0, int(seconds))
+    return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
 # -- texts ---------------------------------------------------------------------
@@ -192,6 +210,9 @@ def stats_cmd(obj: CliContext, as_json):
     """Counts of indexed and skipped images, texts, formats, model."""
     lib = obj.library()
     st = lib.store.stats()
+    from search.segments import video_count
+
+    st["moments"] = video_count(lib.store)[1]
     st["index"] = {t: ({"kind": i.kind, "vectors": len(i)} if i is not None else None)
                    for t, i in lib.indexes.items()}
     st["data_dir"] = obj.settings.data_dir

@@ -52,8 +52,11 @@ from search.config import Settings
 from search.encoder import ModelIdentity, OpenClipEncoder
 from search.errors import ModelMismatch, SearchError
 from search.ingest.decode import Decoded, decode_file
-from search.ingest.discover import FoundFile
+from search.ingest.discover import FoundFile, is_video_path
+
+from .sharding import shard_paths
 from search.ingest.embed import batch_encode
+from search.ingest.video_embed import embed_media
 
 try:  # optional dependency: pip install 'clipsearch[ray]'
     import ray
@@ -117,6 +120,8 @@ class ShardEmbedder:
                                             threads=threads)
         self.batch_size = max(1, settings.batch_size)
         self.max_pixels = settings.max_pixels
+        self.video_fps = settings.video_fps
+        self.video_max_seconds = settings.video_max_seconds
         # Threads overlap decoding with the forward pass; Pillow and hashlib release the GIL.
         self._pool = ThreadPoolExecutor(decode_threads) if decode_threads > 1 else None
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
@@ -131,11 +136,20 @@ class ShardEmbedder:
         return decode_file(path, self.encoder.preprocess, self.max_pixels)
 
     def embed(self, index: int, paths: Sequence[str]) -> ShardResult:
-        """Decode and encode ``paths``; never raises for a bad file (it is marked skipped)."""
-        stream = self._pool.map(self._decode, paths) if self._pool else map(self._decode, paths)
+        """Decode and encode ``paths``; never raises for a bad file (it is marked skipped).
+        A video (a shard of its own, see :meth:`RayEmbedder.__call__`) is decoded here,
+        chunk after chunk, and comes back with its moments."""
+        if any(is_video_path(p) for p in paths):
+            pairs = embed_media(None, self.encoder, paths, batch_size=self.batch_size,
+                                max_pixels=self.max_pixels, window=1, fps=self.video_fps,
+                                max_seconds=self.video_max_seconds)
+        else:
+            stream = (self._pool.map(self._decode, paths) if self._pool
+                      else map(self._decode, paths))
+            pairs = batch_encode(self.encoder, stream, self.batch_size)
         decoded: list[Decoded] = []
         vectors: list[np.ndarray] = []
-        for dec, vec in batch_encode(self.encoder, stream, self.batch_size):
+        for dec, vec in pairs:
             decoded.append(dec)
             if vec is not None:
                 vectors.append(vec)
@@ -318,7 +332,7 @@ class RayEmbedder:
             return
         self._ensure_actors()
         size = self._shard_len(len(files))
-        shards = [[f.path for f in files[i:i + size]] for i in range(0, len(files), size)]
+        shards = shard_paths([f.path for f in files], size)
         window = self.window or 2 * len(self._actors)
         pool = ActorPool(list(self._actors))
         self.shard_workers = []

@@ -96,9 +96,11 @@ class Collection:
         date_window (sort=date orders the N most relevant hits, default 1000, at most
         10000), threshold (-1..1), relevance ("auto", the default: a per-query cut-off;
         "off"; or a fixed cosine cut-off), mode ("hybrid", the default for text: words and
-        vectors fused; "vector"; "keyword") and the filters path_prefix (relative to a
-        library root), captured_after / captured_before (ISO date or date-time), format
-        (a name or a list), min_width, min_height. Returns a
+        vectors fused; "vector"; "keyword"), media ("all" by default: images and the
+        moments of videos; "image"; "video": a video hit carries t_start, t_end and its
+        moments) and the filters path_prefix (relative to a library root), captured_after
+        / captured_before (ISO date or date-time), format (a name or a list), min_width,
+        min_height, min_duration / max_duration (seconds, videos). Returns a
         :class:`~search.service.Page`: hits best first (``hit.score`` is the cosine
         similarity, ``hit.matched`` the query words found in the item's words), the mode
         used, and ``page.relevance`` (how many hits the cut-off kept and cut). Raises

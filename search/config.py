@@ -54,6 +54,12 @@ class Settings:
     max_pixels: int = _setting(
         178_956_970, "Images with more pixels than this are skipped (decompression-bomb guard).",
         env="CLIPSEARCH_MAX_PIXELS", kind="int")
+    video_fps: float = _setting(
+        1.0, "Frames sampled per second of video; each sample is embedded, and runs of "
+        "similar samples become a video's moments.", env="CLIPSEARCH_VIDEO_FPS", kind="float")
+    video_max_seconds: int = _setting(
+        6 * 3600, "Videos longer than this (seconds) are skipped.",
+        env="CLIPSEARCH_VIDEO_MAX_SECONDS", kind="int")
     checkpoint_every: int = _setting(
         256, "Indexed files per committed checkpoint; a killed job resumes from the last one.",
         env="CLIPSEARCH_CHECKPOINT_EVERY", kind="int")
@@ -148,6 +154,11 @@ def _parse(kind: str, raw: str, name: str) -> Any:
     try:
         if kind == "int":
             return int(raw)
+        if kind == "float":
+            value = float(raw)
+            if not value > 0 or value == float("inf"):
+                raise ValueError(raw)
+            return value
         if kind == "bool":
             low = raw.strip().lower()
             if low in ("1", "true", "yes", "on"):

@@ -25,11 +25,14 @@ from . import keywords, relevance
 from .config import Settings
 from .errors import IndexMismatch, ModelMismatch
 from .index import LargeIndex, VectorIndex, base_root, choose_kind, load_index
+from .segments import segment_ids_of
 from .store import Store
 
 log = logging.getLogger(__name__)
 
-TABLES = ("images", "texts")
+#: One FAISS index per vector table: images, texts, and the segments (moments) of videos,
+#: each its own id space (a segment id is not an item id).
+TABLES = ("images", "texts", "segments")
 
 
 @dataclass
@@ -282,9 +285,12 @@ class Library:
         transaction, then their ids from the in-memory indexes. Returns ``(item ids, text ids)`` removed. Index files are not
         written here (:meth:`save`); a crash before that is repaired from the store on the
         next load."""
-        item_ids, text_ids = self.store.delete_items_with_captions(ids)
+        with self.store.session() as s:
+            segment_ids = segment_ids_of(s, ids)
+            item_ids, text_ids = self.store.delete_items_with_captions(ids, session=s)
         self.forget_ids("images", item_ids)
         self.forget_ids("texts", text_ids)
+        self.forget_ids("segments", segment_ids)
         return item_ids, text_ids
 
     def forget_ids(self, table: str, ids) -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from .errors import BadRequest
+from .moments import DEFAULT_MEDIA, check_media
 from .ranking import DATE_WINDOW, MAX_DATE_WINDOW, MODES
 from .relevance import Relevance, Verdict
 from .schema import ItemFilter
@@ -30,10 +31,15 @@ DEFAULT_K = 20
 FORMAT_ALIASES = {
     "JPEG": "JPEG", "JPG": "JPEG", "MPO": "MPO", "PNG": "PNG", "WEBP": "WEBP", "GIF": "GIF",
     "BMP": "BMP", "TIFF": "TIFF", "TIF": "TIFF", "HEIF": "HEIF", "HEIC": "HEIF", "AVIF": "AVIF",
+    # videos (the container)
+    "MP4": "MP4", "M4V": "MP4", "MOV": "MOV", "QT": "MOV", "3GP": "3GP", "MKV": "MKV",
+    "WEBM": "WEBM", "AVI": "AVI", "MPEG": "MPEG", "MPG": "MPEG", "MPEG-TS": "MPEG-TS",
+    "M2TS": "MPEG-TS", "MTS": "MPEG-TS", "OGV": "OGV", "FLV": "FLV", "WMV": "WMV",
 }
 FILTER_KEYS = ("path_prefix", "captured_after", "captured_before", "format", "min_width",
-               "min_height")
-OPTION_KEYS = ("k", "offset", "sort", "threshold", "relevance", "mode", "date_window")
+               "min_height", "min_duration", "max_duration")
+OPTION_KEYS = ("k", "offset", "sort", "threshold", "relevance", "mode", "date_window", "media")
+MAX_DURATION = 10_000_000.0  # seconds; bounds the duration filters
 _INT_RE = re.compile(r"^[+-]?\d{1,12}$")
 
 
@@ -50,6 +56,7 @@ class SearchOptions:
     relevance: Relevance = field(default_factory=Relevance)  # auto, off or a fixed cut
     mode: str | None = None  # hybrid, vector, keyword; None: the query's default
     date_window: int = DATE_WINDOW  # sort=date: the date_window most relevant, newest first
+    media: str = DEFAULT_MEDIA  # "image", "video" or "all"
 
 
 def int_param(value: Any, name: str, lo: int, hi: int, *, convert: bool = True) -> int:
@@ -154,7 +161,14 @@ def parse_filters(src: Mapping[str, Any], *, typed: bool = False
         min_width=int_param(get["min_width"], "min_width", 0, 1_000_000, convert=conv)
         if "min_width" in get else None,
         min_height=int_param(get["min_height"], "min_height", 0, 1_000_000, convert=conv)
-        if "min_height" in get else None)
+        if "min_height" in get else None,
+        min_duration=float_param(get["min_duration"], "min_duration", 0.0, MAX_DURATION,
+                                 convert=conv) if "min_duration" in get else None,
+        max_duration=float_param(get["max_duration"], "max_duration", 0.0, MAX_DURATION,
+                                 convert=conv) if "max_duration" in get else None)
+    if (flt.min_duration is not None and flt.max_duration is not None
+            and flt.min_duration > flt.max_duration):
+        raise BadRequest("min_duration is greater than max_duration")
     return prefix, flt
 
 
@@ -185,11 +199,14 @@ def parse_options(src: Mapping[str, Any], *, filters: Mapping[str, Any] | None =
         if "relevance" in get else Relevance(),
         mode=mode,
         date_window=int_param(get["date_window"], "date_window", 1, MAX_DATE_WINDOW, convert=conv)
-        if "date_window" in get else DATE_WINDOW)
+        if "date_window" in get else DATE_WINDOW,
+        media=check_media(str_param(get["media"], "media", 10).strip() or DEFAULT_MEDIA)
+        if "media" in get else DEFAULT_MEDIA)
 
 
 def check_keys(body: Mapping[str, Any], allowed: tuple[str, ...] | set[str], where: str) -> None:
-    unknown = sorted(set(body) - set(allowed))
+    # a multipart field without a name arrives as None: name it "" rather than fail sorting
+    unknown = sorted("" if k is None else str(k) for k in set(body) - set(allowed))
     if unknown:
         raise BadRequest(f"unknown field(s) in {where}: {', '.join(unknown)[:200]}")
 
@@ -199,6 +216,11 @@ def text_param(value: Any, name: str = "q") -> str:
     if not text:
         raise BadRequest(f"{name} must not be empty")
     return text
+
+
+def moment_id_param(value: Any, name: str = "moment_id") -> int:
+    """A moment (segment) id from JSON."""
+    return int_param(value, name, 1, 2**63 - 1, convert=False)
 
 
 def item_id_param(value: Any, name: str = "item_id") -> int:
@@ -246,4 +268,4 @@ def run_search(service: SearchService, target: str, terms: tuple[Term, ...],
     return service.search_images(SearchRequest(
         terms, k=opts.k, offset=opts.offset, filters=flt, threshold=opts.threshold,
         sort=opts.sort, exclude_ids=exclude_ids, mode=opts.mode, relevance=opts.relevance,
-        date_window=opts.date_window))
+        date_window=opts.date_window, media=opts.media))

@@ -26,6 +26,7 @@ import numpy as np
 from . import keywords
 from .fusion import rrf
 from .index import faiss_threads
+from .moments import best_videos, searchable_videos, video_cosines
 from .relevance import Relevance, Verdict, query_threshold
 from .words import CorpusStats, KeywordQuery, WordMatch, score_item
 
@@ -50,7 +51,18 @@ class Ranked:
     verdict: Verdict | None = None
 
 
-def _vector_search(library, table, q, depth, allowed, exclude, threads):
+def _vector_search(library, table, q, depth, allowed, exclude, threads, *, media="image",
+                   allowed_segments=None):
+    """``(scores, ids)`` of the ``depth`` best items, score desc then id asc. Over images,
+    ``media`` "video" or "all" ranks videos by their best moment (:mod:`search.moments`)."""
+    if table == "images" and media != "image":
+        vs, vi = best_videos(library, q, depth, allowed_segments=allowed_segments,
+                             exclude=exclude, threads=threads)
+        if media == "all":
+            s, i = _vector_search(library, table, q, depth, allowed, exclude, threads)
+            vs, vi = np.concatenate([s, vs]), np.concatenate([i, vi])
+        order = np.lexsort((vi, -vs))[:depth]
+        return vs[order], vi[order]
     if allowed is not None and len(allowed) == 0:
         return np.zeros(0, np.float32), np.zeros(0, np.int64)
     with faiss_threads(threads):
@@ -61,27 +73,33 @@ def _vector_search(library, table, q, depth, allowed, exclude, threads):
     return scores[order], ids[order]
 
 
-def searchable_count(library, table, allowed, exclude) -> int:
+def searchable_count(library, table, allowed, exclude, media="image") -> int:
     """How many items a vector search over ``table`` could list."""
     if allowed is not None:
         pool = allowed
         return int(len(np.setdiff1d(pool, exclude))) if exclude is not None else int(len(pool))
-    idx = library.indexes.get(table)
-    n = len(idx) if idx is not None else 0
+    n = 0
+    if table != "images" or media != "video":
+        idx = library.indexes.get(table)
+        n = len(idx) if idx is not None else 0
+    if table == "images" and media != "image":
+        n += searchable_videos(library)
     return max(0, n - (len(exclude) if exclude is not None else 0))
 
 
 def vector_ranked(library, table: str, q: np.ndarray, *, window: int, rel: Relevance,
-                  kind: str, threshold: float | None, allowed, exclude, threads) -> Ranked:
+                  kind: str, threshold: float | None, allowed, exclude, threads,
+                  media: str = "image", allowed_segments=None) -> Ranked:
     """Vector mode: the first ``window`` hits; with a cut (relevance or ``threshold``) every
     hit above it, searched deeper and deeper until the scores fall below it."""
     sample = library.samples.get(table)
-    total = searchable_count(library, table, allowed, exclude)
+    total = searchable_count(library, table, allowed, exclude, media)
     limit = max(1, min(total, LIST_LIMIT))
     depth = window if rel.mode == "off" else max(window, FIRST_DEPTH)
     while True:
         asked = min(depth, limit)
-        scores, ids = _vector_search(library, table, q, asked, allowed, exclude, threads)
+        scores, ids = _vector_search(library, table, q, asked, allowed, exclude, threads,
+                                     media=media, allowed_segments=allowed_segments)
         top = float(scores[0]) if len(scores) else None
         tau, reason = query_threshold(rel, kind, library.calibration, sample, q, top)
         cuts = [x for x in (tau, threshold) if x is not None]
@@ -117,26 +135,33 @@ def word_ranking(library, kq: KeywordQuery, stats: CorpusStats, allowed_select, 
     return order, matches
 
 
-def _cosines(library, table: str, ids: list[int], q: np.ndarray) -> dict[int, float]:
+def _cosines(library, table: str, ids: list[int], q: np.ndarray, media: str = "image"
+             ) -> dict[int, float]:
+    """Cosine of each of ``ids`` to ``q`` (a video's: its best moment's)."""
     out: dict[int, float] = {}
     for got_ids, vecs in library.store.iter_vectors(table, ids=ids):
         for i, s in zip(got_ids.tolist(), (vecs @ q).tolist()):
             out[int(i)] = float(s)
+    if table == "images" and media != "image":
+        out.update(video_cosines(library, [i for i in ids if i not in out], q))
     return out
 
 
 def fused_ranked(library, q: np.ndarray, kq: KeywordQuery, mode: str, *, rel: Relevance,
                  kind: str, threshold: float | None, allowed, allowed_select, exclude,
-                 stats: CorpusStats, threads) -> Ranked:
-    """Hybrid or keyword mode over images."""
-    vs, vi = (_vector_search(library, "images", q, FUSION_DEPTH, allowed, exclude, threads)
+                 stats: CorpusStats, threads, media: str = "image",
+                 allowed_segments=None) -> Ranked:
+    """Hybrid or keyword mode over images (and videos, by their best moment)."""
+    scope = dict(media=media, allowed_segments=allowed_segments)
+    vs, vi = (_vector_search(library, "images", q, FUSION_DEPTH, allowed, exclude, threads,
+                             **scope)
               if mode == "hybrid" else (np.zeros(0, np.float32), np.zeros(0, np.int64)))
     vec_ids = vi.tolist()
     cos = {int(i): float(s) for i, s in zip(vec_ids, vs)}
     word_ids, words = word_ranking(library, kq, stats, allowed_select, exclude)
     missing = [i for i in word_ids if i not in cos]
     if missing:
-        cos.update(_cosines(library, "images", missing, q))
+        cos.update(_cosines(library, "images", missing, q, media))
     if mode == "hybrid":
         fused = rrf([vec_ids, word_ids], tie_break={i: -s for i, s in cos.items()})
         order = [i for i, _ in fused]
@@ -148,7 +173,7 @@ def fused_ranked(library, q: np.ndarray, kq: KeywordQuery, mode: str, *, rel: Re
     if threshold is not None:
         order = [i for i in order if cos[i] >= threshold]
     if mode == "keyword":  # the cut is the same as in the other modes: from the best picture
-        vs, _ = _vector_search(library, "images", q, 1, allowed, exclude, threads)
+        vs, _ = _vector_search(library, "images", q, 1, allowed, exclude, threads, **scope)
     top = float(vs[0]) if len(vs) else None
     tau, reason = query_threshold(rel, kind, library.calibration, library.samples.get("images"),
                                   q, top)

@@ -12,6 +12,7 @@ does not depend on the page asked for.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ from .ranking import (DATE_WINDOW, MAX_DATE_WINDOW, MODES, Ranked, date_ordered,
                       vector_ranked)
 from .relevance import Relevance, Verdict
 from .schema import STATUS_INDEXED, ItemFilter, unpack
+from .moments import DEFAULT_MEDIA, attach_moments, check_media, media_filter
+from .segments import filter_segment_ids, segment_vector
 from .words import CorpusStats, parse_query
 
 log = logging.getLogger(__name__)
@@ -39,18 +42,22 @@ WORD_STATS_TTL = 30.0  # seconds the keyword index's BM25 statistics are cached
 
 @dataclass(frozen=True)
 class Term:
-    """One part of a query: exactly one of text, image (encoded file bytes), item_id, vector."""
+    """One part of a query: exactly one of text, image (encoded file bytes), item_id, vector,
+    moment_id (a segment of a video)."""
 
     weight: float = 1.0
     text: str | None = None
     image: bytes | None = None
     item_id: int | None = None
     vector: tuple[float, ...] | None = None
+    moment_id: int | None = None
 
     def __post_init__(self):
-        given = [x is not None for x in (self.text, self.image, self.item_id, self.vector)]
+        given = [x is not None for x in (self.text, self.image, self.item_id, self.vector,
+                                         self.moment_id)]
         if sum(given) != 1:
-            raise BadRequest("each query term needs exactly one of text, image, item_id, vector")
+            raise BadRequest("each query term needs exactly one of text, image, item_id, "
+                             "vector, moment_id")
         if not np.isfinite(self.weight):
             raise BadRequest("term weight must be a finite number")
 
@@ -67,12 +74,14 @@ class SearchRequest:
     mode: str | None = None  # hybrid, vector, keyword; None: hybrid for text queries over images
     relevance: Relevance = field(default_factory=Relevance)  # auto by default
     date_window: int = DATE_WINDOW  # sort=date orders the date_window most relevant hits
+    media: str = DEFAULT_MEDIA  # image, video (by their moments) or all
 
     def __post_init__(self):
         if not self.terms:
             raise BadRequest("a query needs at least one term")
         if self.mode is not None and self.mode not in MODES:
             raise BadRequest("mode must be 'hybrid', 'vector' or 'keyword'")
+        check_media(self.media)
         if not 1 <= self.date_window <= MAX_DATE_WINDOW:
             raise BadRequest(f"date_window must be between 1 and {MAX_DATE_WINDOW}")
         if not isinstance(self.relevance, Relevance):
@@ -158,6 +167,8 @@ class SearchService:
                 total += t.weight * self.encode_image_bytes(t.image)
             elif t.item_id is not None:
                 total += t.weight * self.item_vector(t.item_id)
+            elif t.moment_id is not None:
+                total += t.weight * segment_vector(self.library.store, t.moment_id, dim)
             elif t.vector is not None:
                 v = np.asarray(t.vector, dtype=np.float32)
                 if v.shape != (dim,):
@@ -226,10 +237,16 @@ class SearchService:
             "text_text" if has_text else "image_text")
         q = self.query_vector(req.terms)
         t1 = time.perf_counter()
-        allowed = allowed_select = None
-        if table == "images" and not req.filters.is_empty():
-            allowed = self.library.store.filter_ids(req.filters)
-            allowed_select = self.library.store.filter_select(req.filters)
+        allowed = allowed_select = allowed_segments = None
+        media = req.media if table == "images" else "image"
+        if table == "images":
+            flt = dataclasses.replace(req.filters, media=media_filter(media))
+            if not dataclasses.replace(flt, media=None).is_empty():
+                allowed = self.library.store.filter_ids(flt)  # the indexes hold one kind each
+                if media != "image":
+                    allowed_segments = filter_segment_ids(self.library.store, flt)
+            if not flt.is_empty():
+                allowed_select = flt.select_ids()
         exclude = np.asarray(req.exclude_ids, np.int64) if req.exclude_ids else None
         kq = parse_query(" ".join(t.text for t in req.terms if t.text is not None
                                   and t.weight > 0)) if mode != "vector" else None
@@ -239,14 +256,18 @@ class SearchService:
             window = req.date_window if req.sort == "date" else req.offset + req.k + 1
             ranked = vector_ranked(self.library, table, q, window=window, rel=req.relevance,
                                    kind=kind, threshold=req.threshold, allowed=allowed,
-                                   exclude=exclude, threads=self.search_threads)
+                                   exclude=exclude, threads=self.search_threads, media=media,
+                                   allowed_segments=allowed_segments)
         else:
             ranked = fused_ranked(self.library, q, kq, mode, rel=req.relevance, kind=kind,
                                   threshold=req.threshold, allowed=allowed,
                                   allowed_select=allowed_select, exclude=exclude,
-                                  stats=self.word_stats(), threads=self.search_threads)
+                                  stats=self.word_stats(), threads=self.search_threads,
+                                  media=media, allowed_segments=allowed_segments)
         t2 = time.perf_counter()
         hits = self._page(table, req, ranked)
+        if table == "images":
+            attach_moments(self.library, q, hits[0])
         t3 = time.perf_counter()
         return Page(hits[0], req.offset, req.k, hits[1],
                     {"encode": (t1 - t0) * 1e3, "search": (t2 - t1) * 1e3,

@@ -28,6 +28,7 @@ from . import keywords
 from .errors import ModelMismatch, NotFound
 from .schema import (  # noqa: F401
     ITEM_FIELDS,
+    MEDIA_IMAGE,
     SCHEMA_VERSION,
     STATUS_INDEXED,
     STATUS_SKIPPED,
@@ -38,6 +39,7 @@ from .schema import (  # noqa: F401
     Job,
     MediaItem,
     MetaEntry,
+    Segment,
     TextEntry,
     item_dict,
     pack,
@@ -49,6 +51,17 @@ from .schema import (  # noqa: F401
 )
 
 log = logging.getLogger(__name__)
+
+
+#: The row type behind each vector table (index). Video items keep their overall vector in
+#: their row but are searched through their segments: the images table is images only.
+VECTOR_TABLES = {"images": MediaItem, "texts": TextEntry, "segments": Segment}
+
+
+def _vector_rows(table: str):
+    """``(model, extra where-clauses)`` of the rows that make up vector table ``table``."""
+    model = VECTOR_TABLES[table]
+    return model, ((MediaItem.media == MEDIA_IMAGE,) if table == "images" else ())
 
 
 def _sqlite_pragmas(dbapi_conn, _record):
@@ -217,21 +230,21 @@ class Store:
 
     def vector_ids(self, table: str = "images") -> np.ndarray:
         """Sorted int64 ids of rows that have a vector."""
-        model = MediaItem if table == "images" else TextEntry
+        model, extra = _vector_rows(table)
         with self.session() as s:
-            ids = s.scalars(select(model.id).where(model.vector.is_not(None))
+            ids = s.scalars(select(model.id).where(model.vector.is_not(None), *extra)
                             .order_by(model.id)).all()
         return np.asarray(ids, dtype=np.int64)
 
     def iter_vectors(self, table: str = "images", *, ids: Sequence[int] | None = None,
                      chunk: int = 10_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield ``(ids int64 (n,), vectors float32 (n, d))`` chunks of stored vectors."""
-        model = MediaItem if table == "images" else TextEntry
+        model, extra = _vector_rows(table)
         if ids is not None:
             for part in _chunks([int(i) for i in ids], 900):
                 with self.session() as s:
                     rows = s.execute(select(model.id, model.vector).where(
-                        model.id.in_(part), model.vector.is_not(None))).all()
+                        model.id.in_(part), model.vector.is_not(None), *extra)).all()
                 if rows:
                     yield _rows_to_arrays(rows)
             return
@@ -239,7 +252,7 @@ class Store:
         while True:
             with self.session() as s:
                 rows = s.execute(select(model.id, model.vector)
-                                 .where(model.vector.is_not(None), model.id > last)
+                                 .where(model.vector.is_not(None), model.id > last, *extra)
                                  .order_by(model.id).limit(chunk)).all()
             if not rows:
                 return
@@ -247,29 +260,10 @@ class Store:
             yield _rows_to_arrays(rows)
 
     def filter_ids(self, flt: ItemFilter) -> np.ndarray:
-        """Ids of indexed images matching ``flt`` (int64, sorted)."""
+        """Ids of indexed items matching ``flt`` (int64, sorted)."""
         with self.session() as s:
-            return np.asarray(s.scalars(self.filter_select(flt).order_by(MediaItem.id)).all(),
+            return np.asarray(s.scalars(flt.select_ids().order_by(MediaItem.id)).all(),
                               dtype=np.int64)
-
-    @staticmethod
-    def filter_select(flt: ItemFilter):
-        """The select of the ids of indexed images matching ``flt``."""
-        q = select(MediaItem.id).where(MediaItem.status == STATUS_INDEXED)
-        if flt.path_prefixes:
-            q = q.where(or_(*[MediaItem.path.startswith(p, autoescape=True)
-                              for p in flt.path_prefixes]))
-        if flt.captured_after:
-            q = q.where(MediaItem.captured_at >= flt.captured_after)
-        if flt.captured_before:
-            q = q.where(MediaItem.captured_at <= flt.captured_before)
-        if flt.formats:
-            q = q.where(func.upper(MediaItem.format).in_([f.upper() for f in flt.formats]))
-        if flt.min_width:
-            q = q.where(MediaItem.width >= flt.min_width)
-        if flt.min_height:
-            q = q.where(MediaItem.height >= flt.min_height)
-        return q
 
     def delete_items(self, ids: Sequence[int]) -> int:
         """Delete item rows only (texts keep their rows, unlinked); returns how many went.
@@ -357,6 +351,8 @@ class Store:
         with self.session() as s:
             by_status = dict(s.execute(select(MediaItem.status, func.count())
                                        .group_by(MediaItem.status)).all())
+            videos = s.scalar(select(func.count()).select_from(MediaItem).where(
+                MediaItem.status == STATUS_INDEXED, MediaItem.media != MEDIA_IMAGE)) or 0
             by_reason = dict(s.execute(
                 select(MediaItem.skip_reason, func.count())
                 .where(MediaItem.status == STATUS_SKIPPED)
@@ -368,7 +364,8 @@ class Store:
             roots = [r for r in s.scalars(select(MediaItem.root).distinct())]
             n_texts = s.scalar(select(func.count()).select_from(TextEntry)) or 0
         return {
-            "images_indexed": by_status.get(STATUS_INDEXED, 0),
+            "images_indexed": by_status.get(STATUS_INDEXED, 0) - videos,
+            "videos_indexed": videos,
             "images_skipped": by_status.get(STATUS_SKIPPED, 0),
             "skipped_by_reason": by_reason,
             "formats": {k or "?": v for k, v in by_format.items()},

@@ -64,6 +64,24 @@ class IndexedLibrary:
         return sorted(self.ids[g.rel] for g in self.images if pred(g))
 
 
+
+def wipe_postgres(url: str) -> None:
+    """Drop every table in the database's current schema, whatever migration made it.
+
+    Tests share one PostgreSQL database; a list of table names goes stale as soon as a
+    migration adds a table, and a table left behind breaks the next test's upgrade."""
+    from sqlalchemy import create_engine, text
+
+    eng = create_engine(url)
+    try:
+        with eng.begin() as c:
+            names = c.execute(text("SELECT tablename FROM pg_tables "
+                                   "WHERE schemaname = current_schema()")).scalars().all()
+            for name in names:
+                c.execute(text(f'DROP TABLE IF EXISTS "{name}" CASCADE'))
+    finally:
+        eng.dispose()
+
 def _pattern(i: int, w: int, h: int) -> Image.Image:
     """Coloured patterns that differ per index: stripes, checks, gradients, blocks."""
     rng = np.random.default_rng(1000 + i)

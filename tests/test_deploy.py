@@ -36,6 +36,7 @@ import uuid
 import jsonschema
 import pytest
 import yaml
+from conftest import wipe_postgres
 from imagegen import make_library
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -341,16 +342,6 @@ def _clipsearch() -> list[str]:
     return [script] if os.path.exists(script) else [sys.executable, "-m", "clipsearch"]
 
 
-def _wipe_pg(url: str) -> None:
-    from sqlalchemy import create_engine, text
-
-    eng = create_engine(url)
-    with eng.begin() as c:
-        for t in ("jobs", "texts", "media_items", "meta", "alembic_version"):
-            c.execute(text(f"DROP TABLE IF EXISTS {t} CASCADE"))
-    eng.dispose()
-
-
 def _as_compose_runs(service: dict, *, data_dir: str, library: str, port: int) -> tuple[list, dict]:
     """Command line and environment of a compose service, mapped from the containers'
     paths and network onto this machine: /data, /library, the db host, the port."""
@@ -407,7 +398,7 @@ def test_compose_topology_runs_without_docker(tmp_path):
     lib = make_library(library, n_good=12, with_bad=False)
     data_dir = str(tmp_path / "data")  # the shared clipsearch-data volume
     port = _free_port()
-    _wipe_pg(PG_URL)
+    wipe_postgres(PG_URL)
     try:
         # the indexer service: a one-shot job over the read-only library
         cmd, env = _as_compose_runs(services["indexer"], data_dir=data_dir, library=library,
@@ -472,5 +463,5 @@ def test_compose_topology_runs_without_docker(tmp_path):
                                capture_output=True, text=True, timeout=30)
         assert probe.returncode == 1
     finally:
-        _wipe_pg(PG_URL)
+        wipe_postgres(PG_URL)
         shutil.rmtree(data_dir, ignore_errors=True)

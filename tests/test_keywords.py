@@ -8,11 +8,12 @@ import types
 
 import numpy as np
 import pytest
-from sqlalchemy import create_engine, text, update
+from sqlalchemy import text, update
 
+from conftest import wipe_postgres
 from search import keywords
 from search.ranking import word_ranking
-from search.store import (STATUS_INDEXED, STATUS_SKIPPED, Base, ItemFilter, MediaItem, Store,
+from search.store import (STATUS_INDEXED, STATUS_SKIPPED, ItemFilter, MediaItem, Store,
                           TextEntry, pack, text_hash)
 from search.words import parse_query
 
@@ -39,9 +40,7 @@ def _pg_store() -> Store:
         if os.environ.get("CI"):
             pytest.fail("CLIPSEARCH_TEST_PG_URL is not set under CI: PostgreSQL tests must run")
         pytest.skip("no PostgreSQL server (set CLIPSEARCH_TEST_PG_URL)")
-    eng = create_engine(PG_URL)
-    Base.metadata.drop_all(eng)
-    eng.dispose()
+    wipe_postgres(PG_URL)
     return Store(PG_URL)
 
 
@@ -69,7 +68,7 @@ def _fill(store: Store) -> dict[str, int]:
 def _ranking(store: Store, query: str, flt: ItemFilter | None = None):
     kq = parse_query(query)
     lib = types.SimpleNamespace(store=store)
-    allowed = store.filter_select(flt) if flt is not None else None
+    allowed = flt.select_ids() if flt is not None else None
     order, matches = word_ranking(lib, kq, keywords.corpus_stats(store), allowed, None)
     return [(i, round(matches[i].score, 9), matches[i].complete, matches[i].matched())
             for i in order]

@@ -11,10 +11,11 @@ import os
 
 import numpy as np
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
+from conftest import wipe_postgres
 from search.errors import ModelMismatch, NotFound
-from search.store import (SCHEMA_VERSION, STATUS_INDEXED, STATUS_SKIPPED, Base, ItemFilter,
+from search.store import (SCHEMA_VERSION, STATUS_INDEXED, STATUS_SKIPPED, ItemFilter,
                           MediaItem, Store, pack)
 
 PG_URL = os.environ.get("CLIPSEARCH_TEST_PG_URL")
@@ -25,9 +26,7 @@ def _pg_store() -> Store:
         if os.environ.get("CI"):
             pytest.fail("CLIPSEARCH_TEST_PG_URL is not set under CI: PostgreSQL tests must run")
         pytest.skip("no PostgreSQL server (set CLIPSEARCH_TEST_PG_URL)")
-    eng = create_engine(PG_URL)
-    Base.metadata.drop_all(eng)
-    eng.dispose()
+    wipe_postgres(PG_URL)
     return Store(PG_URL)
 
 

@@ -8,6 +8,8 @@ the schemas, parameters and responses they share are in web/openapi_components.p
 """
 from __future__ import annotations
 
+from search.media.video import VIDEO_MIME_TYPES
+
 from .auth import SESSION_COOKIE, SESSION_MAX_AGE
 from .items import THUMB_SIZES
 from .openapi_components import (READ, SEARCH_ERRORS, WRITE, errors, form_props, id_param, ok,
@@ -21,6 +23,11 @@ def _image_body() -> dict:
         "multipart/form-data": {"schema": {"type": "object", "required": ["image"],
                                            "properties": form_props()}},
         "application/json": {"schema": ref("ByItem")}}}
+
+
+FILE_TYPES = {t: {"schema": {"type": "string", "format": "binary"}} for t in (
+    *(f"image/{t}" for t in ("jpeg", "png", "webp", "gif", "bmp", "tiff", "heif", "avif")),
+    *sorted(set(VIDEO_MIME_TYPES.values())))}
 
 
 def _paths() -> dict:
@@ -80,22 +87,47 @@ def _paths() -> dict:
         "/api/items/{item_id}/thumbnail": {
             "get": {"operationId": "getThumbnail", "security": READ,
                     "summary": "JPEG thumbnail (longest side: the next cached size >= size).",
+                    "description": "Of a video: the frame shown at second t (default: the "
+                                   "representative frame of its longest moment).",
                     "parameters": [*item, query_param("size", {"type": "integer",
                                                                "minimum": 16, "maximum": 1024,
                                                                "default": 256},
-                                                      f"Cached sizes: {THUMB_SIZES}.")],
+                                                      f"Cached sizes: {THUMB_SIZES}."),
+                                   query_param("t", {"type": "number", "minimum": 0,
+                                                     "maximum": 10_000_000},
+                                               "Seconds into a video (whole seconds; ignored "
+                                               "for images).")],
                     "responses": {"200": {"description": "The thumbnail.", "content": {
                         "image/jpeg": {"schema": {"type": "string", "format": "binary"}}}},
                         "304": {"description": "Not modified (ETag)."},
                         **errors(400, 401, 403, 404, 503)}}},
         "/api/items/{item_id}/file": {
             "get": {"operationId": "getFile", "security": READ,
-                    "summary": "The original file of an indexed item.", "parameters": item,
-                    "responses": {"200": {"description": "The file.", "content": {
-                        f"image/{t}": {"schema": {"type": "string", "format": "binary"}}
-                        for t in ("jpeg", "png", "webp", "gif", "bmp", "tiff", "heif", "avif")}},
-                        "304": {"description": "Not modified (ETag)."},
-                        **errors(401, 403, 404, 503)}}},
+                    "summary": "The original file of an indexed item.", "parameters": [
+                        *item, {"name": "Range", "in": "header", "required": False,
+                                "schema": {"type": "string"},
+                                "description": "bytes=START-END (one range): a 206 with those "
+                                               "bytes; what video players seek with."}],
+                    "responses": {"200": {"description": "The file.", "content": FILE_TYPES},
+                                  "206": {"description": "The requested byte range.",
+                                          "content": FILE_TYPES},
+                                  "304": {"description": "Not modified (ETag)."},
+                                  "416": {"description": "The range lies outside the file."},
+                                  **errors(401, 403, 404, 503)}}},
+        "/api/items/{item_id}/moments": {
+            "get": {"operationId": "getMoments", "security": READ,
+                    "summary": "The moments of a video, in time order (none for an image).",
+                    "parameters": [*item, query_param(
+                        "t", {"type": "number", "minimum": 0, "maximum": 10_000_000},
+                        "Seconds: also answer the moment this second falls in, as 'at'.")],
+                    "responses": {**ok("Moments", "The moments."),
+                                  **errors(400, 401, 403, 404, 503)}}},
+        "/api/moments/{moment_id}/similar": {
+            "get": {"operationId": "similarMoments", "security": READ,
+                    "summary": "More like this moment: images and moments of other videos.",
+                    "parameters": [id_param("moment_id"), *qp],
+                    "responses": {**ok("ImagePage", "A page of image and video results."),
+                                  **errors(400, 401, 403, 404, 429, 503)}}},
         "/api/items/{item_id}/similar": {
             "get": {"operationId": "similarItems", "summary": "Images like an indexed one.",
                     "security": READ, "parameters": [*item, *qp],

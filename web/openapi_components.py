@@ -103,6 +103,9 @@ OPTION_PROPS = {
     "date_window": {"type": "integer", "minimum": 1, "maximum": MAX_DATE_WINDOW,
                     "default": DATE_WINDOW,
                     "description": "With sort=date: the N most relevant hits, newest first."},
+    "media": {"type": "string", "enum": ["", "image", "video", "all"], "default": "all",
+              "description": "image: images only; video: the moments of videos (one hit per "
+                             "video: its best moment); all: both, merged by score."},
 }
 FILTER_PROPS = {
     "path_prefix": {"type": "string", "maxLength": 1000,
@@ -117,6 +120,10 @@ FILTER_PROPS = {
                               "string: repeat the parameter or separate names by commas."},
     "min_width": {"type": "integer", "minimum": 0, "maximum": 1_000_000},
     "min_height": {"type": "integer", "minimum": 0, "maximum": 1_000_000},
+    "min_duration": {"type": "number", "minimum": 0, "maximum": 10_000_000,
+                     "description": "Seconds; only videos have a duration."},
+    "max_duration": {"type": "number", "minimum": 0, "maximum": 10_000_000,
+                     "description": "Seconds; only videos have a duration."},
 }
 
 
@@ -163,8 +170,30 @@ def schemas() -> dict:
         "captured_at": _nullable({"type": "string", "description": "ISO 8601, camera time."}),
         "camera": nstr, "lens": nstr, "description": nstr,
         "keywords": _nullable({"type": "string", "description": "'; '-separated."}),
-        "thumbnail_url": {"type": "string"}, "file_url": {"type": "string"},
+        "thumbnail_url": {"type": "string", "description": "Of a video hit: the frame of "
+                                                           "its best moment."},
+        "file_url": {"type": "string"},
+        "media": {"type": "string", "enum": ["image", "video"]},
+        "duration": _nullable({"type": "number", "description": "Seconds (videos)."}),
+        "codec": nstr,
+        "rotation": _nullable({"type": "integer", "description":
+                               "Display rotation of a video, degrees counterclockwise."}),
     }
+    moment = {"type": "object", "required": ["id", "t_start", "t_end", "t_rep",
+                                              "thumbnail_url", "play_url"],
+              "properties": {"id": {"type": "integer", "format": "int64",
+                                    "description": "Moment id (a query term: moment_id)."},
+                             "t_start": {"type": "number"}, "t_end": {"type": "number"},
+                             "t_rep": {"type": "number",
+                                       "description": "Time of its representative frame."},
+                             "score": {"type": "number"}, "thumbnail_url": {"type": "string"},
+                             "play_url": {"type": "string",
+                                          "description": "file_url#t=t_start"}}}
+    video_hit = {"t_start": {"type": "number", "description": "Best moment: start, seconds."},
+                 "t_end": {"type": "number"}, "moment": ref("Moment"),
+                 "moments": {"type": "array", "items": ref("Moment"), "description":
+                             "Other matching moments of the same video (up to 3)."},
+                 "play_url": {"type": "string"}}
     timings = {"type": "object", "additionalProperties": {"type": "number"},
                "description": "Milliseconds: encode, search, fetch, total."}
 
@@ -194,6 +223,8 @@ def schemas() -> dict:
     terms = [_term("text", {"type": "string", "minLength": 1, "maxLength": 1000,
                             "pattern": r"\S"}),
              _term("item_id", {"type": "integer", "format": "int64", "minimum": 1}),
+             _term("moment_id", {"type": "integer", "format": "int64", "minimum": 1,
+                                 "description": "A moment of a video: more like it."}),
              _term("vector", {"type": "array", "minItems": 1, "maxItems": 4096,
                               "items": {"type": "number", "minimum": -1e30, "maximum": 1e30},
                               "description": "Raw query vector (model dimension)."})]
@@ -214,8 +245,11 @@ def schemas() -> dict:
                   "properties": {"error": {"type": "string"}}},
         "ItemHit": {"type": "object", "required": ["score", "rank_score", "matched",
                                                    *item_props],
+                    "description": "An image, or a video with its best moment (t_start, "
+                                   "t_end, moment, moments).",
                     "properties": {**item_props, "score": {
-                        "type": "number", "description": "Cosine similarity to the query."},
+                        "type": "number", "description": "Cosine similarity to the query "
+                                                         "(of a video: its best moment's)."},
                         "rank_score": _nullable({"type": "number", "description":
                                                  "What ordered the hit: cosine (vector), "
                                                  "BM25 (keyword) or fused RRF (hybrid)."}),
@@ -223,7 +257,15 @@ def schemas() -> dict:
                             "type": "object", "description": "Query words found in the "
                             "item's words, by field: name, caption, metadata, text.",
                             "additionalProperties": {"type": "array",
-                                                     "items": {"type": "string"}}})}},
+                                                     "items": {"type": "string"}}}),
+                        **video_hit}},
+        "Moment": moment,
+        "Moments": {"type": "object", "required": ["item_id", "media", "moments"],
+                    "properties": {"item_id": {"type": "integer", "format": "int64"},
+                                   "media": {"type": "string"},
+                                   "duration": _nullable({"type": "number"}),
+                                   "moments": {"type": "array", "items": ref("Moment")},
+                                   "at": ref("Moment")}},
         "TextHit": {"type": "object", "required": ["id", "score", "text", "source", "item_id"],
                     "properties": {"id": {"type": "integer", "format": "int64"},
                                    "score": {"type": "number"}, "text": {"type": "string"},
@@ -231,6 +273,8 @@ def schemas() -> dict:
                                    "item_id": _nullable({"type": "integer", "format": "int64"})}},
         "Item": {"type": "object", "required": [*item_props, "texts"],
                  "properties": {**item_props,
+                                "moments": {"type": "array", "items": ref("Moment"),
+                                            "description": "A video's moments, in order."},
                                 "texts": {"type": "array", "items": ref("TextHit"),
                                           "description": "The 5 nearest texts of the corpus."}}},
         "ImagePage": page(ref("ItemHit")),
@@ -238,8 +282,8 @@ def schemas() -> dict:
         "AnyPage": page({"anyOf": [ref("ItemHit"), ref("TextHit")]}),
         "Filters": filters,
         "ByItem": by_item,
-        "Term": {"description": "Exactly one of text, item_id, vector; negative weights "
-                                "subtract.", "oneOf": terms},
+        "Term": {"description": "Exactly one of text, item_id, vector, moment_id; negative "
+                                "weights subtract.", "oneOf": terms},
         "UploadTerm": {"description": "A Term, or an image term naming an uploaded file part.",
                        "oneOf": [*terms, _term("image", {
                            "type": "string", "minLength": 1, "maxLength": 200,

@@ -17,6 +17,7 @@ from sqlalchemy import update
 from .. import keywords
 from ..library import Library
 from ..schema import STATUS_INDEXED, FileState, MediaItem, TextEntry, sidecar_source
+from ..segments import segment_ids_of
 from .decode import hash_file
 from .discover import FoundFile
 from .summary import Progress, Summary
@@ -72,10 +73,12 @@ def moves_and_removals(library: Library, pool: WorkerPool | None, to_embed: list
             s.execute(update(TextEntry).where(TextEntry.source == sidecar_source(st.path))
                       .values(source=sidecar_source(f.path)))
         keywords.refresh(s, [st.id for st, _ in moves])
+        gone_segment_ids = segment_ids_of(s, [st.id for st in gone])
         gone_ids, gone_text_ids = library.store.delete_items_with_captions(
             [st.id for st in gone], session=s)
     library.forget_ids("images", gone_ids)
     library.forget_ids("texts", gone_text_ids)
+    library.forget_ids("segments", gone_segment_ids)
     summary.moved += len(moves)
     summary.removed += len(gone)
     if moves or gone:

@@ -36,6 +36,11 @@ class Decoded:
     keywords: str | None = None
     skip_reason: str | None = None
     caption: str | None = None  # from a sidecar .txt file
+    media: str = "image"  # or "video"
+    duration: float | None = None  # videos: seconds
+    codec: str | None = None  # videos
+    rotation: int | None = None  # videos: display rotation in degrees
+    segments: list | None = None  # videos: the moments (search.segments.SegmentData)
 
 
 MAX_CAPTION_BYTES = 64 * 1024

@@ -23,12 +23,14 @@ from sqlalchemy import select, update
 from ..config import Settings
 from ..library import Library
 from ..schema import FileState, MediaItem, TextEntry, pack
+from ..segments import delete_all_segments
 from .captions import sync_captions
 from .changes import classify, moves_and_removals
 from .commit import commit_checkpoint
 from .decode import Decoded
 from .discover import FoundFile, resolve_root, walk
-from .embed import Embedder, embed_locally
+from .embed import Embedder
+from .video_embed import embed_media
 from .summary import Progress, Summary
 from .workers import WorkerPool
 
@@ -98,6 +100,7 @@ class IndexJob:
         with self.store.session() as s:
             s.execute(update(MediaItem).values(vector=None, mtime=-1.0))
             s.execute(update(TextEntry).values(vector=None))
+            delete_all_segments(s)  # videos are read again and get new moments
         for table in self.library.indexes:
             self.library.indexes[table] = None
             path = self.library.index_path(table)
@@ -128,7 +131,7 @@ class IndexJob:
                 if len(found) % 5000 == 0:
                     self.progress(Progress("scanning", done=len(found)))
         states = self.store.file_states(prefixes=roots)
-        log.info("found %d image files under %s; %d known to the store", len(found),
+        log.info("found %d media files under %s; %d known to the store", len(found),
                  ", ".join(roots), len(states))
         return found, states
 
@@ -142,9 +145,11 @@ class IndexJob:
             stream = self.embedder(files)
         else:
             batch_size = max(1, self.settings.batch_size)
-            stream = embed_locally(pool, self.encoder, [f.path for f in files],
-                                   batch_size=batch_size, max_pixels=self.settings.max_pixels,
-                                   window=max(2 * batch_size, self.workers * 8))
+            stream = embed_media(pool, self.encoder, [f.path for f in files],
+                                 batch_size=batch_size, max_pixels=self.settings.max_pixels,
+                                 window=max(2 * batch_size, self.workers * 8),
+                                 fps=self.settings.video_fps,
+                                 max_seconds=self.settings.video_max_seconds)
         staged: list[tuple[Decoded, np.ndarray | None]] = []
         done = 0
         t0 = time.monotonic()

@@ -13,7 +13,8 @@ from flask import Blueprint, jsonify, request
 
 from search.errors import BadRequest
 from search.options import (FILTER_KEYS, MAX_TERMS, OPTION_KEYS, SearchOptions, check_keys,
-                            item_id_param, parse_options, str_param, text_param, weight_param)
+                            item_id_param, moment_id_param, parse_options, str_param, text_param,
+                            weight_param)
 from search.service import Term
 
 from ..auth import rate_limited, requires_key
@@ -24,7 +25,7 @@ bp = Blueprint("searches", __name__, url_prefix="/api")
 
 MAX_VECTOR = 4096
 COMBINED_KEYS = ("terms", "filters", "target", *OPTION_KEYS)
-TERM_KEYS = ("text", "item_id", "vector", "image", "weight")
+TERM_KEYS = ("text", "item_id", "vector", "image", "moment_id", "weight")
 
 
 def _query_from(body: dict, flat_keys: tuple[str, ...]):
@@ -97,10 +98,14 @@ def _term(raw, files) -> Term:
         raise BadRequest("each term must be an object")
     check_keys(raw, TERM_KEYS, "a term")
     weight = weight_param(raw["weight"]) if raw.get("weight") is not None else 1.0
-    kinds = [k for k in ("text", "item_id", "vector", "image") if raw.get(k) is not None]
+    kinds = [k for k in ("text", "item_id", "vector", "image", "moment_id")
+             if raw.get(k) is not None]
     if len(kinds) != 1:
-        raise BadRequest("each term needs exactly one of text, item_id, vector, image")
+        raise BadRequest("each term needs exactly one of text, item_id, vector, image, "
+                         "moment_id")
     kind = kinds[0]
+    if kind == "moment_id":
+        return Term(weight=weight, moment_id=moment_id_param(raw["moment_id"]))
     if kind == "text":
         return Term(weight=weight, text=text_param(raw["text"], "text"))
     if kind == "item_id":
