@@ -40,6 +40,10 @@ class Settings:
         None, "open_clip pretrained tag or a local checkpoint file; 'none' for seeded random "
         "weights (tests only); default: the model's own (laion2b_s34b_b79k for ViT-B-32, the "
         "bundled checkpoint for clipsearch-mini).", env="CLIPSEARCH_PRETRAINED")
+    hub_address: str = _setting(
+        "huggingface.co:443", "HOST:PORT of the model hub, probed before weights that are not "
+        "cached are downloaded; when it does not answer, loading fails at once with "
+        "instructions instead of minutes of retries.", env="CLIPSEARCH_HUB_ADDRESS")
     device: str | None = _setting(
         None, "Torch device for the encoder (cuda, cpu); default: cuda when available.",
         env="CLIPSEARCH_DEVICE")

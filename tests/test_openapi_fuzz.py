@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 
 import pytest
+from conftest import AUTH, CORPUS, build_settings, index_folder, require_module, write_gallery
 
-schemathesis = pytest.importorskip("schemathesis")
-from conftest import AUTH, CORPUS, build_settings, index_folder, write_gallery  # noqa: E402
+schemathesis = require_module("schemathesis", "schemathesis", "pip install -e '.[dev]'")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from schemathesis import checks as st_checks  # noqa: E402
 

@@ -15,11 +15,11 @@ import sqlite3
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
+from conftest import require_module
+from imagegen import make_library
 
-ray = pytest.importorskip("ray")
-
-from click.testing import CliRunner  # noqa: E402
-from imagegen import make_library  # noqa: E402
+ray = require_module("ray", "Ray", "pip install -e '.[ray]'")
 
 from clipsearch.main import cli  # noqa: E402
 from indexer.ray_backend import RayEmbedder, ShardEmbedder, plan_actors  # noqa: E402

@@ -11,20 +11,16 @@ import os
 
 import numpy as np
 import pytest
+from conftest import PG_URL, require_postgres
 from sqlalchemy import create_engine, text
 
 from search.errors import ModelMismatch, NotFound
 from search.store import (SCHEMA_VERSION, STATUS_INDEXED, STATUS_SKIPPED, Base, ItemFilter,
                           MediaItem, Store, pack)
 
-PG_URL = os.environ.get("CLIPSEARCH_TEST_PG_URL")
-
 
 def _pg_store() -> Store:
-    if not PG_URL:
-        if os.environ.get("CI"):
-            pytest.fail("CLIPSEARCH_TEST_PG_URL is not set under CI: PostgreSQL tests must run")
-        pytest.skip("no PostgreSQL server (set CLIPSEARCH_TEST_PG_URL)")
+    require_postgres()
     eng = create_engine(PG_URL)
     Base.metadata.drop_all(eng)
     eng.dispose()
