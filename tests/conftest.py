@@ -172,7 +172,8 @@ def build_settings(data_dir: str, **overrides):
     from search.config import Settings
 
     base = dict(data_dir=data_dir, model=TINY_MODEL, pretrained="none", device="cpu",
-                workers=0, batch_size=16, api_keys=(API_KEY,), rate_limit=0,
+                workers=0, batch_size=16, api_keys=(API_KEY,), rate_limit=0, file_rate_limit=0,
+                auth_failure_limit=0,
                 torch_threads=None)
     base.update(overrides)
     return Settings(**base).resolved()

@@ -8,7 +8,7 @@ the schemas, parameters and responses they share are in web/openapi_components.p
 """
 from __future__ import annotations
 
-from .auth import SESSION_COOKIE, SESSION_MAX_AGE
+from .sessions import SESSION_COOKIE, SESSION_MAX_AGE
 from .items import THUMB_SIZES
 from .openapi_components import (READ, SEARCH_ERRORS, WRITE, errors, form_props, id_param, ok,
                                  query_param, query_params, ref, schemas, security_schemes)
@@ -68,7 +68,8 @@ def _paths() -> dict:
         "/api/items/{item_id}": {
             "get": {"operationId": "getItem", "summary": "An indexed item and its nearest texts.",
                     "security": READ, "parameters": item,
-                    "responses": {**ok("Item", "The item."), **errors(401, 403, 404, 503)}},
+                    "responses": {**ok("Item", "The item."),
+                                  **errors(401, 403, 404, 429, 503)}},
             "delete": {"operationId": "deleteItem", "security": WRITE,
                        "summary": "Remove an item from the store and index (the file stays).",
                        "parameters": item,
@@ -76,7 +77,7 @@ def _paths() -> dict:
                            "application/json": {"schema": {
                                "type": "object", "required": ["deleted"],
                                "properties": {"deleted": {"type": "integer"}}}}}},
-                           **errors(401, 403, 404, 409, 503)}}},
+                           **errors(401, 403, 404, 409, 429, 503)}}},
         "/api/items/{item_id}/thumbnail": {
             "get": {"operationId": "getThumbnail", "security": READ,
                     "summary": "JPEG thumbnail (longest side: the next cached size >= size).",
@@ -87,7 +88,7 @@ def _paths() -> dict:
                     "responses": {"200": {"description": "The thumbnail.", "content": {
                         "image/jpeg": {"schema": {"type": "string", "format": "binary"}}}},
                         "304": {"description": "Not modified (ETag)."},
-                        **errors(400, 401, 403, 404, 503)}}},
+                        **errors(400, 401, 403, 404, 429, 503)}}},
         "/api/items/{item_id}/file": {
             "get": {"operationId": "getFile", "security": READ,
                     "summary": "The original file of an indexed item.", "parameters": item,
@@ -95,7 +96,7 @@ def _paths() -> dict:
                         f"image/{t}": {"schema": {"type": "string", "format": "binary"}}
                         for t in ("jpeg", "png", "webp", "gif", "bmp", "tiff", "heif", "avif")}},
                         "304": {"description": "Not modified (ETag)."},
-                        **errors(401, 403, 404, 503)}}},
+                        **errors(401, 403, 404, 429, 503)}}},
         "/api/items/{item_id}/similar": {
             "get": {"operationId": "similarItems", "summary": "Images like an indexed one.",
                     "security": READ, "parameters": [*item, *qp],
@@ -117,12 +118,13 @@ def _paths() -> dict:
                          "content": {"application/json": {"schema": {
                              "type": "object", "required": ["job_id"],
                              "properties": {"job_id": {"type": "integer"}}}}}},
-                         **errors(400, 401, 403, 404, 409, 413, 415, 503)}}},
+                         **errors(400, 401, 403, 404, 409, 413, 415, 429, 503)}}},
         "/api/jobs/{job_id}": {
             "get": {"operationId": "getJob", "security": WRITE,
                     "summary": "Progress, counts and errors of an indexing job.",
                     "parameters": [id_param("job_id")],
-                    "responses": {**ok("Job", "The job."), **errors(401, 403, 404, 503)}}},
+                    "responses": {**ok("Job", "The job."),
+                                  **errors(401, 403, 404, 429, 503)}}},
         "/api/texts": {
             "post": {"operationId": "addTexts", "security": WRITE,
                      "summary": "Add texts to the corpus (duplicates within a source skipped).",
@@ -144,7 +146,7 @@ def _paths() -> dict:
                              "properties": {"added": {"type": "integer"},
                                             "duplicates": {"type": "integer"},
                                             "source": {"type": "string"}}}}}},
-                         **errors(400, 401, 403, 409, 413, 415, 503)}},
+                         **errors(400, 401, 403, 409, 413, 415, 429, 503)}},
             "delete": {"operationId": "deleteTexts", "security": WRITE,
                        "summary": "Remove every text of a source.",
                        "parameters": [query_param("source", {"type": "string", "minLength": 1,
@@ -155,7 +157,7 @@ def _paths() -> dict:
                                "type": "object", "required": ["deleted", "source"],
                                "properties": {"deleted": {"type": "integer"},
                                               "source": {"type": "string"}}}}}},
-                           **errors(400, 401, 403, 409, 503)}}},
+                           **errors(400, 401, 403, 409, 429, 503)}}},
         "/api/session": _session_paths(),
         "/api/health": {
             "get": {"operationId": "health", "summary": "Liveness, counts and model.",
@@ -190,7 +192,7 @@ def _session_paths() -> dict:
                                  **errors(400)}},
         "get": {"operationId": "getSession", "security": [{}],
                 "summary": "Whether this request carries a valid session cookie.",
-                "responses": {**ok("Session", "The session state."), **errors(400)}},
+                "responses": {**ok("Session", "The session state."), **errors(400, 429)}},
     }
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from search.options import FORMAT_ALIASES, MAX_TERMS
 from search.service import MAX_K, MAX_OFFSET
 
-from .auth import SESSION_COOKIE
+from .sessions import SESSION_COOKIE
 
 
 def ref(name: str) -> dict:
@@ -31,7 +31,7 @@ ERRORS = {
     409: "Another write or indexing job is in progress.",
     413: "The request body is larger than the upload limit.",
     415: "Unsupported body type or image format.",
-    429: "Rate limited; see the Retry-After header.",
+    429: "Rate limited, or too many failed key checks from this client; see Retry-After.",
     503: "The model, the index or the store is unavailable.",
 }
 RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying.",

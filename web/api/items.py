@@ -14,9 +14,10 @@ from search.errors import NotFound
 from search.options import int_param, parse_options
 from search.service import Term
 
-from ..auth import rate_limited, requires_key
+from ..auth import requires_key
 from ..items import (drop_thumbnails, indexed_item, item_json, mime_type, resolve_file, thumb_size,
                      thumbnail)
+from ..ratelimit import files_rate_limited, rate_limited
 from ..search_runner import run_search
 from .common import SEARCH_ARGS, current_runtime, query_args, row_id
 
@@ -24,6 +25,7 @@ bp = Blueprint("items", __name__, url_prefix="/api")
 
 
 @bp.get("/items/<int:item_id>")
+@rate_limited
 @requires_key("read")
 def item_detail(item_id: int):
     query_args()
@@ -59,6 +61,7 @@ def _cache_control(resp, max_age: int):
 
 
 @bp.get("/items/<int:item_id>/thumbnail")
+@files_rate_limited
 @requires_key("read")
 def item_thumbnail(item_id: int):
     rt = current_runtime()
@@ -71,6 +74,7 @@ def item_thumbnail(item_id: int):
 
 
 @bp.get("/items/<int:item_id>/file")
+@files_rate_limited
 @requires_key("read")
 def item_file(item_id: int):
     query_args()
@@ -91,8 +95,8 @@ def item_file(item_id: int):
 
 
 @bp.get("/items/<int:item_id>/similar")
-@requires_key("read")
 @rate_limited
+@requires_key("read")
 def item_similar(item_id: int):
     rt = current_runtime()
     item = indexed_item(rt.service().library.store, row_id(item_id))

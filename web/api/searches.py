@@ -16,7 +16,8 @@ from search.options import (FILTER_KEYS, MAX_TERMS, OPTION_KEYS, SearchOptions, 
                             item_id_param, parse_options, str_param, text_param, weight_param)
 from search.service import Term
 
-from ..auth import rate_limited, requires_key
+from ..auth import requires_key
+from ..ratelimit import rate_limited
 from ..search_runner import run_search
 from .common import SEARCH_ARGS, current_runtime, flat_args, json_body, query_args
 
@@ -53,8 +54,8 @@ def _image_query() -> tuple[Term, SearchOptions]:
 
 
 @bp.get("/search")
-@requires_key("read")
 @rate_limited
+@requires_key("read")
 def search_text():
     args = query_args("q", *SEARCH_ARGS)
     if "q" not in args:
@@ -64,16 +65,16 @@ def search_text():
 
 
 @bp.post("/search/image")
-@requires_key("read")
 @rate_limited
+@requires_key("read")
 def search_image():
     term, opts = _image_query()
     return jsonify(run_search(current_runtime(), "images", (term,), opts))
 
 
 @bp.post("/search/texts")
-@requires_key("read")
 @rate_limited
+@requires_key("read")
 def search_texts():
     term, opts = _image_query()
     return jsonify(run_search(current_runtime(), "texts", (term,), opts))
@@ -118,8 +119,8 @@ def _term(raw, files) -> Term:
 
 
 @bp.post("/search")
-@requires_key("read")
 @rate_limited
+@requires_key("read")
 def search_combined():
     query_args()
     files = None
