@@ -18,6 +18,7 @@ PLATFORM_SKIPS = {
     "test_index.py": "faiss.get_num_gpus() > 0",
     "test_batching.py": 'os.name != "posix"',
     "test_workers.py": 'os.name != "posix"',
+    "test_file_serving.py": 'os.name != "posix"',
 }
 
 NEEDS_MISSING = '''

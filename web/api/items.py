@@ -10,12 +10,11 @@ import os
 
 from flask import Blueprint, jsonify, send_file
 
-from search.errors import NotFound
 from search.options import int_param, parse_options
 from search.service import Term
 
 from ..auth import requires_key
-from ..items import (drop_thumbnails, indexed_item, item_json, mime_type, resolve_file, thumb_size,
+from ..items import (drop_thumbnails, indexed_item, item_json, mime_type, open_file, thumb_size,
                      thumbnail)
 from ..ratelimit import files_rate_limited, rate_limited
 from ..search_runner import run_search
@@ -80,14 +79,8 @@ def item_file(item_id: int):
     query_args()
     rt = current_runtime()
     item = indexed_item(rt.service().library.store, row_id(item_id))
-    real = resolve_file(item)
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
-    try:
-        fd = os.open(real, flags)  # no symlink may be swapped in after the check
-    except OSError:
-        raise NotFound(f"the file of item {item.id} is not available") from None
-    f = os.fdopen(fd, "rb")
-    st = os.fstat(fd)
+    f = open_file(item)  # checked inside its root, then opened as checked
+    st = os.fstat(f.fileno())
     etag = f"{item.id}-{st.st_size}-{st.st_mtime_ns}"
     resp = send_file(f, mimetype=mime_type(item), download_name=os.path.basename(item.path),
                      etag=etag, conditional=True, last_modified=st.st_mtime)
