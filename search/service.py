@@ -120,7 +120,8 @@ class SearchService:
         return unpack(item.vector, self.encoder.dim)
 
     def query_vector(self, terms: tuple[Term, ...]) -> np.ndarray:
-        """Weighted sum of the terms' unit vectors, renormalised. Raises BadRequest if it cancels out."""
+        """Weighted sum of the terms' unit vectors, renormalised; all zeros when the terms
+        cancel out (or are all zero vectors, or weigh 0): such a query matches nothing."""
         dim = self.encoder.dim
         total = np.zeros(dim, np.float32)
         texts = [(t.weight, t.text) for t in terms if t.text is not None]
@@ -133,16 +134,18 @@ class SearchService:
             elif t.item_id is not None:
                 total += t.weight * self.item_vector(t.item_id)
             elif t.vector is not None:
-                v = np.asarray(t.vector, dtype=np.float32)
+                v = np.asarray(t.vector, dtype=np.float64)
                 if v.shape != (dim,):
                     raise BadRequest(f"vector must have {dim} numbers, got {v.size}")
-                n = float(np.linalg.norm(v))
-                if not np.isfinite(n) or n == 0:
-                    raise BadRequest("vector must be finite and non-zero")
-                total += t.weight * (v / n)
+                if not np.all(np.isfinite(v)):
+                    raise BadRequest("vector must contain only finite numbers")
+                peak = float(np.max(np.abs(v)))
+                if peak > 0:  # scaled first: neither huge nor tiny numbers over/underflow
+                    v = v / peak
+                    total += t.weight * (v / np.linalg.norm(v)).astype(np.float32)
         norm = float(np.linalg.norm(total))
         if not np.isfinite(norm) or norm < 1e-6:
-            raise BadRequest("the query terms cancel out; nothing to search for")
+            return np.zeros(dim, np.float32)
         return total / norm
 
     # -- library roots ----------------------------------------------------------
@@ -178,6 +181,9 @@ class SearchService:
         t0 = time.perf_counter()
         q = self.query_vector(req.terms)[None, :]
         t1 = time.perf_counter()
+        if not q.any():  # the terms cancel out: nothing to search for, nothing matches
+            return Page([], req.offset, req.k, False, {"encode": (t1 - t0) * 1e3,
+                                                       "search": 0.0, "fetch": 0.0})
         allowed = None
         if table == "images" and not req.filters.is_empty():
             allowed = self.library.store.filter_ids(req.filters)

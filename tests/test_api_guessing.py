@@ -363,10 +363,12 @@ def _session_cookie_over_http(port: int, proc, headers: dict) -> str:
                                  headers={**AUTH, **headers})
     while True:
         try:
-            with urllib.request.urlopen(req, timeout=10) as r:
+            with urllib.request.urlopen(req, timeout=30) as r:
                 assert r.status == 204
                 return r.headers["Set-Cookie"]
-        except (urllib.error.URLError, ConnectionError):
+        except urllib.error.HTTPError:
+            raise
+        except OSError:  # not listening yet, or still loading its model
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(proc.stdout.read().decode(errors="replace"))
             time.sleep(0.3)
