@@ -234,6 +234,19 @@ def test_path_prefixes_are_accepted_exactly_when_the_pattern_matches(value):
             == bool(re.search(PATH_PREFIX_PATTERN, value))), value
 
 
+TEXT_LIKE = st.lists(st.sampled_from(["a", " ", "\x00", "\n", "\t", "\u3000", "é", "\x1c"]),
+                     max_size=5).map("".join)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True,
+          suppress_health_check=list(HealthCheck))
+@given(value=TEXT_LIKE)
+def test_texts_are_accepted_exactly_when_the_pattern_matches(value):
+    from search.options import text_param
+    from web.openapi_components import NOT_BLANK
+    assert _accepts(text_param, value) == bool(re.search(NOT_BLANK, value)), repr(value)
+
+
 # -- the disagreements the big run found, one by one ----------------------------------------------
 def test_an_empty_date_range_is_a_valid_query_matching_nothing(client):
     resp = client.get("/api/search?q=x&captured_after=2021-01-02&captured_before=2021-01-01")

@@ -81,7 +81,7 @@ def id_param(name: str = "item_id") -> dict:
 #: Strings the server takes as text never contain NUL (PostgreSQL cannot store it).
 NO_NUL = r"^[^\u0000]*$"
 #: ...and where the text must say something, a character that is not whitespace.
-NOT_BLANK = r"^[^\u0000]*\S[^\u0000]*$"
+NOT_BLANK = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
 
 
 def text(max_length: int, *, blank: bool = False, not_: dict | None = None, **extra) -> dict:
