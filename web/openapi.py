@@ -12,6 +12,8 @@ import os
 
 from search.schema import SIDECAR
 
+from .api.common import MAX_PARTS
+
 from .items import THUMB_SIZES
 from .openapi_components import (IMAGE_PART, IMAGE_TYPES, READ, SEARCH_ERRORS, WRITE, errors,
                                  form_props, id_param, ok, query_param, query_params, ref,
@@ -36,6 +38,7 @@ ITEM_LINKS = {f"{op}FromResults": {"operationId": op,
 def _image_body(texts: bool = False) -> dict:
     return {"required": True, "content": {
         "multipart/form-data": {"schema": {"type": "object", "required": ["image"],
+                                           "maxProperties": MAX_PARTS,
                                            "properties": form_props(texts=texts)},
                                 "encoding": {"image": {"contentType": ", ".join(IMAGE_TYPES)}}},
         "application/json": {"schema": ref("ByItemForTexts" if texts else "ByItem")}}}
@@ -71,6 +74,7 @@ def _paths() -> dict:
                          "application/json": {"schema": ref("CombinedQuery")},
                          "multipart/form-data": {
                              "schema": {"type": "object", "required": ["query"],
+                                        "maxProperties": MAX_PARTS,
                                         "properties": {"query": ref("CombinedUploadQuery")},
                                         "additionalProperties": IMAGE_PART},
                              "encoding": {"query": {"contentType": "application/json"}}}}},

@@ -19,7 +19,7 @@ from search.options import FILTER_KEYS, OPTION_KEYS, check_keys
 from ..runtime import Runtime
 
 MAX_ID = 2**63 - 1
-MAX_PARTS = 100  # parts of one multipart body (16 image terms and the query leave room)
+MAX_PARTS = 1000  # parts of one multipart body (Werkzeug's own limit for forms); more: 413
 #: The query parameters of every search: its options and its filters.
 SEARCH_ARGS = OPTION_KEYS + FILTER_KEYS
 
