@@ -234,8 +234,18 @@ def test_path_prefixes_are_accepted_exactly_when_the_pattern_matches(value):
             == bool(re.search(PATH_PREFIX_PATTERN, value))), value
 
 
-TEXT_LIKE = st.lists(st.sampled_from(["a", " ", "\x00", "\n", "\t", "\u3000", "é", "\x1c"]),
+TEXT_LIKE = st.lists(st.sampled_from(["a", " ", "\x00", "\n", "\t", "\u3000", "é", "\x1c",
+                                      "\x85", "\u2028", "\ufeff", "\xa0"]),
                      max_size=5).map("".join)
+
+
+def test_whitespace_in_patterns_is_what_the_server_strips():
+    """The document spells whitespace out: "\\s" means other sets in ECMAScript (where
+    U+0085 is not whitespace) and in generators; the server strips str.isspace()."""
+    from web.openapi_components import WHITESPACE
+
+    spelled = re.compile(f"[{WHITESPACE}]")
+    assert all(bool(spelled.match(chr(c))) == chr(c).isspace() for c in range(0x110000))
 
 
 @settings(max_examples=300, deadline=None, derandomize=True,

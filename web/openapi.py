@@ -15,8 +15,8 @@ from search.schema import SIDECAR
 from .api.common import MAX_PARTS
 
 from .items import THUMB_SIZES
-from .openapi_components import (IMAGE_PART, IMAGE_TYPES, READ, SEARCH_ERRORS, WRITE, errors,
-                                 form_props, id_param, ok, query_param, query_params, ref,
+from .openapi_components import (IMAGE_PART, IMAGE_TYPES, READ, SEARCH_ERRORS, WHITESPACE, WRITE,
+                                 errors, form_props, id_param, ok, query_param, query_params, ref,
                                  schemas, security_schemes, text)
 from .sessions import SESSION_COOKIE, SESSION_MAX_AGE
 
@@ -28,7 +28,7 @@ SOURCE = (f"Source label (stored without surrounding whitespace); labels startin
 #: An absolute folder path on this server's platform.
 ROOT_PATTERN = (r"^[A-Za-z]:[\\/][^\u0000]*$" if os.name == "nt" else r"^/[^\u0000]*$")
 #: Sources the API may add to or remove: labels that are not a sidecar caption's.
-NOT_SIDECAR = {"pattern": rf"^\s*{SIDECAR}"}
+NOT_SIDECAR = {"pattern": rf"^[{WHITESPACE}]*{SIDECAR}"}
 #: Where an item id found in a page of results may be used next (the stateful tests follow).
 ITEM_LINKS = {f"{op}FromResults": {"operationId": op,
                                   "parameters": {"item_id": "$response.body#/results/0/id"}}

@@ -80,8 +80,12 @@ def id_param(name: str = "item_id") -> dict:
 
 #: Strings the server takes as text never contain NUL (PostgreSQL cannot store it).
 NO_NUL = r"^[^\u0000]*$"
+#: Whitespace as the server strips it (Python's str.isspace), spelled out: "\s" means other
+#: sets in ECMAScript and in schemathesis' generator.
+WHITESPACE = (r"\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f"
+              r"\u3000")
 #: ...and where the text must say something, a character that is not whitespace.
-NOT_BLANK = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+NOT_BLANK = rf"^[^\u0000]*[^\u0000{WHITESPACE}][^\u0000]*$"
 
 
 def text(max_length: int, *, blank: bool = False, not_: dict | None = None, **extra) -> dict:
