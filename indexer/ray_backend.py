@@ -117,7 +117,7 @@ class ShardEmbedder:
 
     def __init__(self, settings: Settings, *, device: str, threads: int, decode_threads: int):
         self.encoder = OpenClipEncoder.load(settings.model, settings.pretrained, device=device,
-                                            threads=threads)
+                                            threads=threads, hub_address=settings.hub_address)
         self.batch_size = max(1, settings.batch_size)
         self.max_pixels = settings.max_pixels
         self.video_fps = settings.video_fps

@@ -40,6 +40,10 @@ class Settings:
         None, "open_clip pretrained tag or a local checkpoint file; 'none' for seeded random "
         "weights (tests only); default: the model's own (laion2b_s34b_b79k for ViT-B-32, the "
         "bundled checkpoint for clipsearch-mini).", env="CLIPSEARCH_PRETRAINED")
+    hub_address: str = _setting(
+        "huggingface.co:443", "HOST:PORT of the model hub, probed before weights that are not "
+        "cached are downloaded; when it does not answer, loading fails at once with "
+        "instructions instead of minutes of retries.", env="CLIPSEARCH_HUB_ADDRESS")
     device: str | None = _setting(
         None, "Torch device for the encoder (cuda, cpu); default: cuda when available.",
         env="CLIPSEARCH_DEVICE")
@@ -86,7 +90,8 @@ class Settings:
     web_workers: int = _setting(1, "WSGI worker processes of the web service.",
                                 env="CLIPSEARCH_WEB_WORKERS", kind="int")
     api_keys: tuple[str, ...] = _setting(
-        (), "Comma-separated API keys allowed to index, delete and change texts.",
+        (), "Comma-separated API keys allowed to index, delete and change texts; each at least "
+        "16 characters (the server does not start with a shorter one).",
         env="CLIPSEARCH_API_KEYS", kind="list")
     search_requires_key: bool = _setting(
         False, "Require an API key for search requests too.",
@@ -98,8 +103,20 @@ class Settings:
         (), "Comma-separated origins allowed by CORS; empty means CORS off.",
         env="CLIPSEARCH_CORS_ORIGINS", kind="list")
     rate_limit: int = _setting(
-        120, "Search requests per minute per client; 0 disables the limit.",
+        120, "Search, item and session requests per minute per client; 0 disables the limit.",
         env="CLIPSEARCH_RATE_LIMIT", kind="int")
+    file_rate_limit: int = _setting(
+        1200, "Thumbnail and file requests per minute per client; 0 disables the limit.",
+        env="CLIPSEARCH_FILE_RATE_LIMIT", kind="int")
+    auth_failure_limit: int = _setting(
+        10, "Failed key checks (wrong or malformed key, forged session cookie) per minute per "
+        "client, on any route; past it every request carrying a credential gets 429 until the "
+        "bucket refills. 0 disables the limit (not recommended).",
+        env="CLIPSEARCH_AUTH_FAILURE_LIMIT", kind="int")
+    trusted_proxies: int = _setting(
+        0, "Reverse proxies in front of the web service whose X-Forwarded-For and "
+        "X-Forwarded-Proto are trusted (a count of hops, e.g. 1 behind one TLS proxy); 0 trusts "
+        "none: the client is the TCP peer.", env="CLIPSEARCH_TRUSTED_PROXIES", kind="int")
     max_upload_mb: int = _setting(20, "Largest accepted upload body, in MiB.",
                                   env="CLIPSEARCH_MAX_UPLOAD_MB", kind="int")
     library_roots: tuple[str, ...] = _setting(

@@ -39,7 +39,9 @@ RANDOM_INIT_SEED = 0
 RANDOM_WORDS = ("none", "random")
 #: pretrained tag used when a registry model is named without one
 DEFAULT_TAGS = {"ViT-B-32": "laion2b_s34b_b79k"}
-HUB_HOST = ("huggingface.co", 443)
+#: Address probed (TCP connect) before weights that are not cached are downloaded; setting
+#: ``hub_address`` (CLIPSEARCH_HUB_ADDRESS) overrides it.
+DEFAULT_HUB_ADDRESS = "huggingface.co:443"
 
 
 @dataclass(frozen=True)
@@ -120,9 +122,19 @@ class Encoder(Protocol):
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
+def parse_address(address: str) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port`` for IPv6) as a (host, port) pair; BadRequest otherwise."""
+    host, sep, port = address.strip().rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise BadRequest(f"hub address {address!r} must be HOST:PORT, e.g. {DEFAULT_HUB_ADDRESS}")
+    return host, int(port)
+
+
+def hub_reachable(address: str = DEFAULT_HUB_ADDRESS, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the model hub at ``address`` (``host:port``) opens."""
     try:
-        with socket.create_connection(HUB_HOST, timeout=timeout):
+        with socket.create_connection(parse_address(address), timeout=timeout):
             return True
     except OSError:
         return False
@@ -149,8 +161,10 @@ def _resolve_model_name(model: str) -> tuple[str, str | None]:
     return model, None
 
 
-def _resolve_pretrained(name: str, pretrained: str) -> tuple[str, str]:
-    """Return (value to pass to open_clip, identity string) for a tag or file."""
+def _resolve_pretrained(name: str, pretrained: str, hub_address: str) -> tuple[str, str]:
+    """Return (value to pass to open_clip, identity string) for a tag or file.
+
+    A tag whose weights are not cached is downloaded only when ``hub_address`` answers."""
     import open_clip
 
     if os.path.isfile(pretrained):
@@ -176,7 +190,7 @@ def _resolve_pretrained(name: str, pretrained: str) -> tuple[str, str]:
                 return hf_hub_download(repo_id, fname, local_files_only=True), pretrained
             except Exception:  # not cached under this name
                 continue
-    if not _hub_reachable():
+    if not hub_reachable(hub_address):
         raise ModelUnavailable(hint)
     return pretrained, pretrained
 
@@ -205,12 +219,14 @@ class OpenClipEncoder:
 
     @classmethod
     def load(cls, model: str, pretrained: str | None = None, *, device: str | None = None,
-             threads: int | None = None) -> "OpenClipEncoder":
+             threads: int | None = None,
+             hub_address: str = DEFAULT_HUB_ADDRESS) -> "OpenClipEncoder":
         """Load a model; raises :class:`ModelUnavailable` with instructions on failure.
 
         ``pretrained``: a tag, a checkpoint file, ``"none"`` for seeded random
         weights, or ``None`` for the model's default (bundled checkpoint, or
-        :data:`DEFAULT_TAGS`).
+        :data:`DEFAULT_TAGS`). ``hub_address``: ``host:port`` probed before weights
+        that are not cached are downloaded; when it does not answer the load fails at once.
         """
         try:
             import open_clip
@@ -247,7 +263,7 @@ class OpenClipEncoder:
             net, _, _ = bundled.create_bundled(name, device="cpu", checkpoint=pretrained)
             ident = "sha256:" + sha256_file(pretrained)
         else:
-            source, ident = _resolve_pretrained(name, pretrained)
+            source, ident = _resolve_pretrained(name, pretrained, hub_address)
             try:
                 net = open_clip.create_model(name, pretrained=source, device="cpu")
             except Exception as e:
@@ -325,4 +341,4 @@ class OpenClipEncoder:
 def load_encoder(settings) -> OpenClipEncoder:
     """Build the encoder a :class:`~search.config.Settings` describes."""
     return OpenClipEncoder.load(settings.model, settings.pretrained, device=settings.device,
-                                threads=settings.torch_threads)
+                                threads=settings.torch_threads, hub_address=settings.hub_address)

@@ -42,6 +42,36 @@ OPTION_KEYS = ("k", "offset", "sort", "threshold", "relevance", "mode", "date_wi
 MAX_DURATION = 10_000_000.0  # seconds; bounds the duration filters
 _INT_RE = re.compile(r"^[+-]?\d{1,12}$")
 
+# String rules as regular expressions, shared with the OpenAPI document (web/openapi_components.py)
+# and applied the way JSON Schema validators apply a ``pattern`` (``re.search``), so the
+# document and the server agree on every value.
+_DAY = (r"[1-9]\d{3}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12]\d|3[01])"
+        r"|(?:0[469]|11)-(?:0[1-9]|[12]\d|30)|02-(?:0[1-9]|1\d|2[0-8]))"
+        r"|[1-9]\d(?:0[48]|[2468][048]|[13579][26])-02-29"
+        r"|(?:[2468][048]|[13579][26])00-02-29")
+_TIME = (r"(?:[T ](?:[01]\d|2[0-3]):[0-5]\d(?::[0-5]\d(?:\.\d{1,6})?)?"
+         r"(?:[+-](?:0\d|1[0-4]):[0-5]\d|Z)?)?")
+#: A filter date: "" (no filter), or an ISO 8601 date or date-time that exists on the calendar
+#: (month lengths and leap years included), years 1000-9999.
+DATE_PATTERN = rf"^$|^(?:{_DAY}){_TIME}$"
+
+
+def _any_case(name: str) -> str:
+    return "".join(f"[{c}{c.lower()}]" if c.isalpha() else c for c in name)
+
+
+_FORMAT_NAMES = "|".join(_any_case(n) for n in sorted(FORMAT_ALIASES, key=lambda n: (-len(n), n)))
+#: One ``format`` value: format names in any letter case, separated by commas (spaces around
+#: them allowed); empty names are ignored, so "" is no filter.
+FORMAT_PATTERN = rf"^ *(?:(?:{_FORMAT_NAMES}) *)?(?:, *(?:(?:{_FORMAT_NAMES}) *)?)*$"
+MAX_FORMAT_CHARS = 200
+# A path segment ("/" or "\\" separate them) that is not "..": empty, or not starting with a
+# dot, or "." alone, or "." and a non-dot, or ".." and more. No NUL anywhere.
+_SEGMENT = (r"(?:[^/\\\x00.][^/\\\x00]*|\.|\.[^/\\\x00.][^/\\\x00]*|\.\.[^/\\\x00]+)?")
+#: A path prefix must not climb out of its root: no ".." segment, and no NUL.
+PATH_PREFIX_PATTERN = rf"^{_SEGMENT}(?:[/\\]{_SEGMENT})*$"
+MAX_PREFIX_CHARS = 1000
+
 
 @dataclass(frozen=True)
 class SearchOptions:
@@ -95,31 +125,35 @@ def str_param(value: Any, name: str, max_len: int = MAX_TEXT_CHARS) -> str:
     return value
 
 
-def _date(value: Any, name: str, *, end_of_day: bool) -> dt.datetime:
-    """ISO 8601 date or date-time; a time zone is dropped (EXIF times are local, naive)."""
-    text = str_param(value, name, 64).strip()
-    try:
-        if len(text) == 10:
-            day = dt.date.fromisoformat(text)
-            t = dt.time.max if end_of_day else dt.time.min
-            return dt.datetime.combine(day, t)
-        when = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise BadRequest(f"{name} must be an ISO 8601 date or date-time, e.g. 2024-05-31") from None
-    return when.replace(tzinfo=None)
+def _date(value: Any, name: str, *, end_of_day: bool) -> dt.datetime | None:
+    """ISO 8601 date or date-time (:data:`DATE_PATTERN`); a time zone is dropped (EXIF times
+    are local, naive). None for "" (no filter)."""
+    text = str_param(value, name, 64)
+    if not re.search(DATE_PATTERN, text):
+        raise BadRequest(f"{name} must be an ISO 8601 date or date-time that exists, "
+                         f"e.g. 2024-05-31 or 2024-05-31T18:30")
+    text = text.removesuffix("\n")  # what "$" lets through, as in any JSON Schema validator
+    if not text:
+        return None
+    if len(text) == 10:
+        day = dt.date.fromisoformat(text)
+        return dt.datetime.combine(day, dt.time.max if end_of_day else dt.time.min)
+    return dt.datetime.fromisoformat(text).replace(tzinfo=None)
 
 
 def _formats(value: Any) -> tuple[str, ...]:
     items = value if isinstance(value, list) else [value]
     out: list[str] = []
     for item in items:
-        for part in str_param(item, "format", 200).split(","):
-            part = part.strip().upper()
+        text = str_param(item, "format", MAX_FORMAT_CHARS)
+        if not re.search(FORMAT_PATTERN, text):
+            raise BadRequest(f"format must name formats among "
+                             f"{', '.join(sorted(set(FORMAT_ALIASES.values())))} (any letter "
+                             f"case, separated by commas), not {text[:40]!r}")
+        for part in text.removesuffix("\n").split(","):
+            part = part.strip(" ").upper()
             if not part:
                 continue
-            if part not in FORMAT_ALIASES:
-                raise BadRequest(f"unknown format {part[:20]!r}; expected one of "
-                                 f"{', '.join(sorted(set(FORMAT_ALIASES.values())))}")
             fmt = FORMAT_ALIASES[part]
             if fmt not in out:
                 out.append(fmt)
@@ -129,12 +163,11 @@ def _formats(value: Any) -> tuple[str, ...]:
 
 
 def _prefix(value: Any) -> str | None:
-    text = str_param(value, "path_prefix", 1000).replace("\\", "/").lstrip("/")
-    if not text:
-        return None
-    if ".." in text.split("/"):
-        raise BadRequest("path_prefix must not contain '..'")
-    return text
+    text = str_param(value, "path_prefix", MAX_PREFIX_CHARS)
+    if not re.search(PATH_PREFIX_PATTERN, text):
+        raise BadRequest("path_prefix must not contain a '..' segment")
+    text = text.replace("\\", "/").lstrip("/")
+    return text or None
 
 
 def parse_filters(src: Mapping[str, Any], *, typed: bool = False
@@ -144,17 +177,15 @@ def parse_filters(src: Mapping[str, Any], *, typed: bool = False
     ``typed``: values come from JSON and must already be numbers where numbers are due.
     """
     conv = not typed
-    # An empty string filter means "no filter" (what an empty form field sends), for the
-    # filters the document types as strings; an empty number is not a number.
-    get = {k: src[k] for k in FILTER_KEYS if k in src and not (
-        k not in ("min_width", "min_height") and isinstance(src[k], str) and not src[k].strip())}
+    # "" is no filter for the text filters (what an empty form field sends); a number
+    # filter must be a number.
+    get = {k: src[k] for k in FILTER_KEYS if k in src}
     prefix = _prefix(get["path_prefix"]) if "path_prefix" in get else None
+    # A range whose start is after its end is valid and matches nothing.
     after = _date(get["captured_after"], "captured_after", end_of_day=False) \
         if "captured_after" in get else None
     before = _date(get["captured_before"], "captured_before", end_of_day=True) \
         if "captured_before" in get else None
-    if after and before and after > before:
-        raise BadRequest("captured_after is later than captured_before")
     flt = ItemFilter(
         captured_after=after, captured_before=before,
         formats=_formats(get["format"]) if "format" in get else (),
@@ -166,9 +197,7 @@ def parse_filters(src: Mapping[str, Any], *, typed: bool = False
                                  convert=conv) if "min_duration" in get else None,
         max_duration=float_param(get["max_duration"], "max_duration", 0.0, MAX_DURATION,
                                  convert=conv) if "max_duration" in get else None)
-    if (flt.min_duration is not None and flt.max_duration is not None
-            and flt.min_duration > flt.max_duration):
-        raise BadRequest("min_duration is greater than max_duration")
+    # min_duration above max_duration is valid, like an empty date range: it matches nothing
     return prefix, flt
 
 
@@ -184,7 +213,7 @@ def parse_options(src: Mapping[str, Any], *, filters: Mapping[str, Any] | None =
     if sort not in ("score", "date"):
         raise BadRequest("sort must be 'score' or 'date'")
     mode = get.get("mode")
-    if mode is not None and (not isinstance(mode, str) or mode not in MODES):
+    if "mode" in get and (not isinstance(mode, str) or mode not in MODES):
         raise BadRequest("mode must be 'hybrid', 'vector' or 'keyword'")
     prefix, flt = parse_filters(filters if filters is not None else src, typed=typed)
     return SearchOptions(
@@ -248,8 +277,6 @@ def run_search(service: SearchService, target: str, terms: tuple[Term, ...],
     if target == "texts":
         if opts.sort != "score":
             raise BadRequest("sort=date applies to image results only")
-        if opts.mode not in (None, "vector"):
-            raise BadRequest("text results are found by vector only (mode=vector)")
         return service.search_texts(SearchRequest(terms, k=opts.k, offset=opts.offset,
                                                   threshold=opts.threshold, mode=opts.mode,
                                                   relevance=opts.relevance))

@@ -153,7 +153,8 @@ class SearchService:
         return unpack(item.vector, self.encoder.dim)
 
     def query_vector(self, terms: tuple[Term, ...]) -> np.ndarray:
-        """Weighted sum of the terms' unit vectors, renormalised. Raises BadRequest if it cancels out."""
+        """Weighted sum of the terms' unit vectors, renormalised; all zeros when the terms
+        cancel out (or are all zero vectors, or weigh 0): such a query matches nothing."""
         dim = self.encoder.dim
         total = np.zeros(dim, np.float32)
         # quote marks only matter to the word search
@@ -170,16 +171,18 @@ class SearchService:
             elif t.moment_id is not None:
                 total += t.weight * segment_vector(self.library.store, t.moment_id, dim)
             elif t.vector is not None:
-                v = np.asarray(t.vector, dtype=np.float32)
+                v = np.asarray(t.vector, dtype=np.float64)
                 if v.shape != (dim,):
                     raise BadRequest(f"vector must have {dim} numbers, got {v.size}")
-                n = float(np.linalg.norm(v))
-                if not np.isfinite(n) or n == 0:
-                    raise BadRequest("vector must be finite and non-zero")
-                total += t.weight * (v / n)
+                if not np.all(np.isfinite(v)):
+                    raise BadRequest("vector must contain only finite numbers")
+                peak = float(np.max(np.abs(v)))
+                if peak > 0:  # scaled first: neither huge nor tiny numbers over/underflow
+                    v = v / peak
+                    total += t.weight * (v / np.linalg.norm(v)).astype(np.float32)
         norm = float(np.linalg.norm(total))
         if not np.isfinite(norm) or norm < 1e-6:
-            raise BadRequest("the query terms cancel out; nothing to search for")
+            return np.zeros(dim, np.float32)
         return total / norm
 
     # -- library roots ----------------------------------------------------------
@@ -220,13 +223,14 @@ class SearchService:
 
     @staticmethod
     def mode_of(table: str, req: SearchRequest) -> str:
-        """The mode a request runs in: as asked, else hybrid for text queries over images."""
+        """The mode a request runs in: as asked, else hybrid for text queries over images.
+
+        Words only search images, and only for a text term: without one (an image or an
+        item query, or text results) every mode runs as ``vector``, and the page says so."""
         has_text = any(t.text is not None and t.weight > 0 for t in req.terms)
-        if req.mode is None:
-            return "hybrid" if table == "images" and has_text else "vector"
-        if req.mode != "vector" and (table != "images" or not has_text):
-            raise BadRequest(f"mode={req.mode} needs a text query over images")
-        return req.mode
+        if table != "images" or not has_text:
+            return "vector"
+        return req.mode or "hybrid"
 
     def _search(self, table: str, req: SearchRequest) -> Page:
         self._maybe_reload()
@@ -237,6 +241,9 @@ class SearchService:
             "text_text" if has_text else "image_text")
         q = self.query_vector(req.terms)
         t1 = time.perf_counter()
+        if not q.any():  # the terms cancel out: nothing to search for, nothing matches
+            return Page([], req.offset, req.k, False, {"encode": (t1 - t0) * 1e3,
+                                                       "search": 0.0, "fetch": 0.0}, mode=mode)
         allowed = allowed_select = allowed_segments = None
         media = req.media if table == "images" else "image"
         if table == "images":

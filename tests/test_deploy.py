@@ -36,7 +36,7 @@ import uuid
 import jsonschema
 import pytest
 import yaml
-from conftest import wipe_postgres
+from conftest import PG_URL, require_postgres, wipe_postgres
 from imagegen import make_library
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -48,7 +48,6 @@ HEALTHCHECK = os.path.join(ROOT, "docker", "healthcheck.py")
 SCHEMA = os.path.join(TESTS, "data", "compose-spec.json")
 COMPOSE_SPEC_SHA256 = "bc50c2d79102aed8df21b3a13e56c9396c7a06da6cff5ce37629f2ee7eb41735"
 TINY = os.path.join(TESTS, "tiny-clip.json")
-PG_URL = os.environ.get("CLIPSEARCH_TEST_PG_URL")
 #: the environment an operator must give (.env); everything else has defaults
 OPERATOR_ENV = {"CLIPSEARCH_LIBRARY": "/srv/photos"}
 
@@ -387,10 +386,7 @@ def _post_image(url: str, path: str, fields: dict) -> dict:
 @pytest.mark.postgres
 @pytest.mark.slow
 def test_compose_topology_runs_without_docker(tmp_path):
-    if not PG_URL:
-        if os.environ.get("CI"):
-            pytest.fail("CLIPSEARCH_TEST_PG_URL is not set under CI: PostgreSQL tests must run")
-        pytest.skip("no PostgreSQL server (set CLIPSEARCH_TEST_PG_URL)")
+    require_postgres()
     from sqlalchemy import create_engine, text
 
     services = resolved()["services"]

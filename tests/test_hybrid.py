@@ -95,11 +95,17 @@ def test_filters_apply_to_words(lib):
     assert ids["special/img901.jpg"] not in [h.id for h in page.hits]
 
 
-def test_mode_needs_a_text_query(lib):
+def test_word_modes_without_a_text_term_run_as_vector(lib):
     service, ids = lib
-    with pytest.raises(BadRequest):
-        run_search(service, "images", (Term(item_id=ids["special/img900.png"]),),
-                   parse_options({"mode": "keyword"}))
+    query = (Term(item_id=ids["special/img900.png"]),)
+    vector = run_search(service, "images", query, parse_options({"mode": "vector"}))
+    for mode in ("keyword", "hybrid"):
+        page = run_search(service, "images", query, parse_options({"mode": mode}))
+        assert page.mode == "vector"  # what ran, not what was asked
+        assert [h.id for h in page.hits] == [h.id for h in vector.hits]
+    texts = run_search(service, "texts", (Term(text="lighthouse"),),
+                       parse_options({"mode": "keyword"}))
+    assert texts.mode == "vector"
     with pytest.raises(BadRequest):
         parse_options({"mode": "fuzzy"})
     page = run_search(service, "images", (Term(item_id=ids["special/img900.png"]),),

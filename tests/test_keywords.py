@@ -3,21 +3,19 @@ words give the same matches and ranking on both; deleting or renaming an item ch
 words in the item's own transaction."""
 from __future__ import annotations
 
-import os
 import types
 
 import numpy as np
 import pytest
 from sqlalchemy import text, update
 
-from conftest import wipe_postgres
+from conftest import PG_URL, require_postgres, wipe_postgres
 from search import keywords
 from search.ranking import word_ranking
 from search.store import (STATUS_INDEXED, STATUS_SKIPPED, ItemFilter, MediaItem, Store,
                           TextEntry, pack, text_hash)
 from search.words import parse_query
 
-PG_URL = os.environ.get("CLIPSEARCH_TEST_PG_URL")
 
 ITEMS = [  # (path below /lib, camera, lens, description, keywords, caption)
     ("invoices/acme-invoice-2024.png", None, None, None, None, None),
@@ -36,10 +34,7 @@ QUERIES = ["acme", "acme invoice", "invoices", "harbour", "red car", '"red car"'
 
 
 def _pg_store() -> Store:
-    if not PG_URL:
-        if os.environ.get("CI"):
-            pytest.fail("CLIPSEARCH_TEST_PG_URL is not set under CI: PostgreSQL tests must run")
-        pytest.skip("no PostgreSQL server (set CLIPSEARCH_TEST_PG_URL)")
+    require_postgres()
     wipe_postgres(PG_URL)
     return Store(PG_URL)
 

@@ -23,6 +23,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from click.testing import CliRunner
+from conftest import PG_URL, require_postgres
 from sqlalchemy import (BigInteger, Column, DateTime, Float, ForeignKey, Integer, LargeBinary,
                         MetaData, String, Table, Text, UniqueConstraint, create_engine, insert,
                         inspect, select, text)
@@ -31,7 +32,6 @@ from search import migrate
 from search.errors import Conflict
 from search.store import SCHEMA_VERSION, Base, Job, MediaItem, Store, unpack
 
-PG_URL = os.environ.get("CLIPSEARCH_TEST_PG_URL")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ALL_TABLES = ("item_words", "item_extra", "segments", "jobs", "texts", "media_items", "meta",
               migrate.VERSION_TABLE)
@@ -111,10 +111,7 @@ def db_url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/store.db"
         return
-    if not PG_URL:
-        if os.environ.get("CI"):
-            pytest.fail("CLIPSEARCH_TEST_PG_URL is not set under CI: PostgreSQL tests must run")
-        pytest.skip("no PostgreSQL server (set CLIPSEARCH_TEST_PG_URL)")
+    require_postgres()
     _wipe(PG_URL)
     yield PG_URL
     _wipe(PG_URL)

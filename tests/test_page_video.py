@@ -6,13 +6,14 @@ from __future__ import annotations
 import os
 
 import pytest
+from conftest import require_module
 from test_page_browser import (browser, js, pytestmark, serving, set_viewport,  # noqa: F401
                                text_search, wait)
 
 from search.config import Settings
 
-videogen = pytest.importorskip("videogen")  # needs PyAV and the emoji font (see Makefile)
-By = pytest.importorskip("selenium.webdriver.common.by").By
+videogen = require_module("videogen", "PyAV", "needs PyAV and the emoji font (see Makefile)")
+By = require_module("selenium.webdriver.common.by", "selenium", "pip install -e '.[dev]'").By
 
 
 @pytest.fixture(scope="module")

@@ -15,11 +15,11 @@ import sqlite3
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
+from conftest import require_module
+from imagegen import make_library
 
-ray = pytest.importorskip("ray")
-
-from click.testing import CliRunner  # noqa: E402
-from imagegen import make_library  # noqa: E402
+ray = require_module("ray", "Ray", "pip install -e '.[ray]'")
 
 from clipsearch.main import cli  # noqa: E402
 from indexer.ray_backend import RayEmbedder, ShardEmbedder, plan_actors  # noqa: E402
@@ -203,7 +203,7 @@ def test_actor_plan_follows_cluster_resources():
 def test_ray_shards_by_video_and_ends_as_a_local_run(cluster, tmp_path, encoder, make_settings):
     """Each video is a shard of its own, decoded and segmented in one actor; the store's
     items, moments and the segments index equal those of a single-process run."""
-    videogen = pytest.importorskip("videogen")
+    videogen = require_module("videogen", "PyAV", "needs PyAV and the emoji font (see Makefile)")
     from indexer.sharding import shard_paths
 
     root = str(tmp_path / "media")

@@ -11,21 +11,16 @@ import os
 
 import numpy as np
 import pytest
+from conftest import PG_URL, require_postgres, wipe_postgres
 from sqlalchemy import text
 
-from conftest import wipe_postgres
 from search.errors import ModelMismatch, NotFound
 from search.store import (SCHEMA_VERSION, STATUS_INDEXED, STATUS_SKIPPED, ItemFilter,
                           MediaItem, Store, pack)
 
-PG_URL = os.environ.get("CLIPSEARCH_TEST_PG_URL")
-
 
 def _pg_store() -> Store:
-    if not PG_URL:
-        if os.environ.get("CI"):
-            pytest.fail("CLIPSEARCH_TEST_PG_URL is not set under CI: PostgreSQL tests must run")
-        pytest.skip("no PostgreSQL server (set CLIPSEARCH_TEST_PG_URL)")
+    require_postgres()
     wipe_postgres(PG_URL)
     return Store(PG_URL)
 

@@ -12,7 +12,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import API_KEY, build_settings, index_folder
+from conftest import API_KEY, build_settings, index_folder, require_module
 from sqlalchemy import select
 
 from search.ingest.job import IndexJob
@@ -20,7 +20,7 @@ from search.schema import MediaItem, Segment
 from search.segments import moments_of
 from search.service import SearchRequest, Term
 
-videogen = pytest.importorskip("videogen")  # needs PyAV and the emoji font (see Makefile)
+videogen = require_module("videogen", "PyAV", "needs PyAV and the emoji font (see Makefile)")
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 

@@ -14,8 +14,9 @@ import threading
 import time
 
 import pytest
+from conftest import require_module
 
-videogen = pytest.importorskip("videogen")  # needs PyAV and the emoji font (see Makefile)
+videogen = require_module("videogen", "PyAV", "needs PyAV and the emoji font (see Makefile)")
 
 pytestmark = pytest.mark.slow
 

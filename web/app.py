@@ -13,8 +13,10 @@ import logging
 import time
 
 from flask import Flask, g, request
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from search.config import Settings
+from search.errors import BadRequest
 from search.service import SearchService
 
 from . import metrics
@@ -24,7 +26,7 @@ from .api.searches import bp as searches_bp
 from .api.service import bp as service_bp
 from .api.session import bp as session_bp
 from .api.texts import bp as texts_bp
-from .auth import refuse_keys_in_query
+from .auth import check_key_strength, drop_dead_session_cookie, refuse_keys_in_query
 from .http_errors import register_error_handlers
 from .runtime import Runtime
 from .ui import bp as ui_bp
@@ -44,8 +46,23 @@ def create_app(settings: Settings, *, service: SearchService | None = None,
     ``service``: an already built SearchService to use (tests, embedding);
     otherwise one is loaded lazily. ``warm``: load it now (``clipsearch serve``
     does, per worker). Never raises for an unavailable model: requests get 503.
+    Raises BadRequest for settings a server must not run with (an API key shorter
+    than 16 characters, a negative proxy count).
+
+    ``trusted_proxies`` = N > 0 wraps the app in Werkzeug's ``ProxyFix``: the client
+    address (rate limits, failed-key buckets) and the scheme (``Secure`` cookies) are
+    taken from the N-th last ``X-Forwarded-For`` / ``X-Forwarded-Proto`` entry, the
+    one the outermost trusted proxy appended; anything a client put further left is
+    ignored. With 0 (the default) those headers are ignored.
     """
+    check_key_strength(settings.api_keys)
+    if settings.trusted_proxies < 0:
+        raise BadRequest("CLIPSEARCH_TRUSTED_PROXIES must be a count of proxies (0 or more)")
     app = Flask(__name__)
+    if settings.trusted_proxies:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies,
+                                x_proto=settings.trusted_proxies, x_host=0, x_port=0,
+                                x_prefix=0)
     app.config["MAX_CONTENT_LENGTH"] = max(1, settings.max_upload_mb) * 1024 * 1024
     app.json.sort_keys = False
     runtime = Runtime(settings, service)
@@ -65,6 +82,8 @@ def create_app(settings: Settings, *, service: SearchService | None = None,
     app.register_blueprint(ui_bp)
 
     origins = frozenset(settings.cors_origins)
+
+    app.after_request(drop_dead_session_cookie)
 
     @app.after_request
     def _headers(resp):

@@ -4,7 +4,11 @@ Clients never see an absolute server path: an item is shown with its path
 relative to its library root. Files are reached only through an item id; the
 stored path is resolved with ``realpath`` and must still lie inside the item's
 own (resolved) root, so a file later replaced by a symlink leading out of the
-root, or a root that moved, gives 404 rather than a foreign file.
+root, or a root that moved, gives 404 rather than a foreign file. The file is
+then opened as checked (web/paths.py: component by component, following no
+symlink), so swapping any folder on the path for a symlink between the check and
+the open is refused too. Thumbnails go through the same check and open before
+the cache is looked at: a cached thumbnail is served only while its file is.
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ from search.media.video import VIDEO_MIME_TYPES, frame_at
 from search.schema import SIDECAR, sidecar_source
 from search.store import STATUS_INDEXED, MediaItem
 
-from .paths import inside_root, relative_path
+from .paths import check_file, open_checked, relative_path
 
 log = logging.getLogger(__name__)
 
@@ -103,20 +107,32 @@ def indexed_item(store, item_id: int) -> MediaItem:
     return item
 
 
-def resolve_file(item: MediaItem) -> str:
-    """Real path of an indexed item's file, checked to lie inside its real root.
+def open_file(item: MediaItem):
+    """The indexed item's file, opened read-only after the root check (a binary file
+    object; the caller closes it).
 
-    Raises NotFound when the file is gone, is not a regular file, or resolves
-    outside the root (a symlink swapped in after indexing, a moved root).
+    Raises NotFound when the file is gone, is not a regular file, resolves outside its
+    root (a symlink swapped in after indexing, a moved root), or changed between the
+    check and the open (a folder on its path swapped for a symlink).
     """
     missing = NotFound(f"the file of item {item.id} is not available")
-    if "\x00" in item.path or "\x00" in item.root:
+    checked = check_file(item.path, item.root)
+    if checked is None:
         raise missing
-    real = os.path.realpath(item.path)
-    root = inside_root(real, item.root)
-    if root is None or real == root or not os.path.isfile(real):
-        raise missing
-    return real
+    try:
+        fd = open_checked(checked)
+    except OSError:
+        log.warning("item %d: its file changed between the check and the open; refused",
+                    item.id)
+        raise missing from None
+    return os.fdopen(fd, "rb")
+
+
+def _opened_path(f) -> str:
+    """A path that names the already opened file ``f`` itself, for decoders that take a
+    path: its /proc entry on Linux, /dev/fd elsewhere (macOS, the BSDs)."""
+    proc = f"/proc/self/fd/{f.fileno()}"
+    return proc if os.path.exists(proc) else f"/dev/fd/{f.fileno()}"
 
 
 def mime_type(item: MediaItem) -> str:
@@ -154,25 +170,24 @@ def thumbnail(item: MediaItem, size: int, cache_dir: str, *, max_pixels: int,
     folder = os.path.join(cache_dir, "thumbs", f"{item.id % 256:02x}")
     stem = f"{item.id}-{size}" + (f"@{second}" if video else "")
     path = os.path.join(folder, f"{stem}-{etag}.jpg")
-    if os.path.isfile(path):
-        return path, etag
-    src = resolve_file(item)
-    try:
-        if video:
-            # Only indexed videos get here: the indexer has decoded this file before.
-            img = frame_at(src, float(second), max_side=size, max_pixels=max_pixels,
-                           max_seconds=max_seconds)
-        else:
-            if os.path.getsize(src) > MAX_SOURCE_BYTES:
-                raise NotFound(f"the file of item {item.id} is too large for a thumbnail")
-            with open(src, "rb") as f:
-                data = f.read()
-            img = decode_image(data, max_pixels=max_pixels, draft_size=size).image
-    except SearchError as e:
-        log.warning("thumbnail of item %d failed: %s", item.id, e.message)
-        raise NotFound(f"no thumbnail for item {item.id}: {e.message}") from None
-    except OSError:
-        raise NotFound(f"the file of item {item.id} is not available") from None
+    with open_file(item) as src:  # the root check comes first, cached or not
+        if os.path.isfile(path):
+            return path, etag
+        try:
+            if video:
+                # Only indexed videos get here: the indexer has decoded this file before.
+                # The decoder reads the descriptor we checked, not the path again.
+                img = frame_at(_opened_path(src), float(second), max_side=size,
+                               max_pixels=max_pixels, max_seconds=max_seconds)
+            else:
+                if os.fstat(src.fileno()).st_size > MAX_SOURCE_BYTES:
+                    raise NotFound(f"the file of item {item.id} is too large for a thumbnail")
+                img = decode_image(src.read(), max_pixels=max_pixels, draft_size=size).image
+        except SearchError as e:
+            log.warning("thumbnail of item %d failed: %s", item.id, e.message)
+            raise NotFound(f"no thumbnail for item {item.id}: {e.message}") from None
+        except OSError:
+            raise NotFound(f"the file of item {item.id} is not available") from None
     img.thumbnail((size, size), Image.LANCZOS)
     buf = io.BytesIO()
     img.save(buf, "JPEG", quality=THUMB_QUALITY, optimize=True)

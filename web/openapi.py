@@ -8,21 +8,47 @@ the schemas, parameters and responses they share are in web/openapi_components.p
 """
 from __future__ import annotations
 
-from search.media.video import VIDEO_MIME_TYPES
+import os
 
-from .auth import SESSION_COOKIE, SESSION_MAX_AGE
+from search.media.video import VIDEO_MIME_TYPES
+from search.schema import SIDECAR
+
+from .api.common import MAX_PARTS
 from .items import THUMB_SIZES
-from .openapi_components import (READ, SEARCH_ERRORS, WRITE, errors, form_props, id_param, ok,
-                                 query_param, query_params, ref, schemas, security_schemes)
+from .openapi_components import (IMAGE_PART, IMAGE_TYPES, READ, SEARCH_ERRORS, WHITESPACE, WRITE,
+                                 errors, form_props, id_param, ok, query_param, query_params, ref,
+                                 schemas, security_schemes, text)
+from .sessions import SESSION_COOKIE, SESSION_MAX_AGE
 
 VERSION = "1.0.0"
+SOURCE = (f"Source label (stored without surrounding whitespace); labels starting with "
+          f"{SIDECAR!r} belong to sidecar captions and are not accepted.")
 
 
-def _image_body() -> dict:
+#: An absolute folder path on this server's platform.
+ROOT_PATTERN = (r"^[A-Za-z]:[\\/][^\u0000]*$" if os.name == "nt" else r"^/[^\u0000]*$")
+#: Sources the API may add to or remove: labels that are not a sidecar caption's.
+NOT_SIDECAR = {"pattern": rf"^[{WHITESPACE}]*{SIDECAR}"}
+#: Where an item id found in a page of results may be used next (the stateful tests follow).
+ITEM_LINKS = {f"{op}FromResults": {"operationId": op,
+                                  "parameters": {"item_id": "$response.body#/results/0/id"}}
+              for op in ("getItem", "getThumbnail", "getFile", "similarItems")}
+
+
+def _image_body(texts: bool = False) -> dict:
     return {"required": True, "content": {
         "multipart/form-data": {"schema": {"type": "object", "required": ["image"],
-                                           "properties": form_props()}},
-        "application/json": {"schema": ref("ByItem")}}}
+                                           "maxProperties": MAX_PARTS,
+                                           "properties": form_props(texts=texts)},
+                                "encoding": {"image": {"contentType": ", ".join(IMAGE_TYPES)}}},
+        "application/json": {"schema": ref("ByItemForTexts" if texts else "ByItem")}}}
+
+
+def _results(schema_name: str, description: str) -> dict:
+    """A 200 page of image results, with links from its first hit to the item routes."""
+    out = ok(schema_name, description)
+    out["200"]["links"] = ITEM_LINKS
+    return out
 
 
 FILE_TYPES = {t: {"schema": {"type": "string", "format": "binary"}} for t in (
@@ -33,27 +59,29 @@ FILE_TYPES = {t: {"schema": {"type": "string", "format": "binary"}} for t in (
 def _paths() -> dict:
     qp = query_params()
     item = [id_param()]
+    # A URL longer than the server's request line (or a proxy's) is refused with 414.
     return {
         "/api/search": {
             "get": {"operationId": "searchText", "summary": "Text to images.", "security": READ,
-                    "parameters": [query_param("q", {"type": "string", "minLength": 1,
-                                                     "maxLength": 1000, "pattern": r"\S"},
-                                               "The query text.", required=True),
+                    "parameters": [query_param("q", text(1000), "The query text.",
+                                               required=True),
                                    *qp],
-                    "responses": {**ok("ImagePage", "A page of image results."),
-                                  **errors(400, 401, 403, 429, 503)}},
+                    "responses": {**_results("ImagePage", "A page of image results."),
+                                  **errors(400, 401, 403, 414, 429, 503)}},
             "post": {"operationId": "searchCombined", "security": READ,
                      "summary": "Combined query: weighted texts, items, vectors and images.",
-                     "description": "JSON body, or multipart/form-data with a field 'query' "
-                                    "holding the same JSON and one file part per image term, "
-                                    "named by the term's 'image' value.",
+                     "description": "JSON body, or multipart/form-data with a part 'query' "
+                                    "holding the same JSON and one part per image term (an "
+                                    "image file), named by the term's 'image' value; a term "
+                                    "naming a part the request does not have is a 404, like "
+                                    "an item_id that is not indexed.",
                      "requestBody": {"required": True, "content": {
                          "application/json": {"schema": ref("CombinedQuery")},
                          "multipart/form-data": {
                              "schema": {"type": "object", "required": ["query"],
+                                        "maxProperties": MAX_PARTS,
                                         "properties": {"query": ref("CombinedUploadQuery")},
-                                        "additionalProperties": {"type": "string",
-                                                                 "format": "binary"}},
+                                        "additionalProperties": IMAGE_PART},
                              "encoding": {"query": {"contentType": "application/json"}}}}},
                      "responses": {**ok("AnyPage", "A page of image or text results."),
                                    **errors(*SEARCH_ERRORS)}}},
@@ -63,19 +91,21 @@ def _paths() -> dict:
                      "description": "Multipart: the options may be form fields or query "
                                     "parameters (form fields win). JSON: the options are in "
                                     "the body; query parameters are validated, not used.",
-                     "responses": {**ok("ImagePage", "A page of image results."),
-                                   **errors(*SEARCH_ERRORS)}}},
+                     "responses": {**_results("ImagePage", "A page of image results."),
+                                   **errors(*SEARCH_ERRORS, 414)}}},
         "/api/search/texts": {
             "post": {"operationId": "searchTexts", "summary": "Image to texts of the corpus.",
-                     "security": READ, "parameters": qp, "requestBody": _image_body(),
-                     "description": "Same inputs as /api/search/image; image filters do not "
-                                    "apply to texts, sort must be 'score'.",
+                     "security": READ, "parameters": query_params(texts=True),
+                     "requestBody": _image_body(texts=True),
+                     "description": "Same inputs as /api/search/image; image filters are "
+                                    "checked but do not apply to texts, sort must be 'score'.",
                      "responses": {**ok("TextPage", "A page of text results."),
-                                   **errors(*SEARCH_ERRORS)}}},
+                                   **errors(*SEARCH_ERRORS, 414)}}},
         "/api/items/{item_id}": {
             "get": {"operationId": "getItem", "summary": "An indexed item and its nearest texts.",
                     "security": READ, "parameters": item,
-                    "responses": {**ok("Item", "The item."), **errors(401, 403, 404, 503)}},
+                    "responses": {**ok("Item", "The item."),
+                                  **errors(401, 403, 404, 429, 503)}},
             "delete": {"operationId": "deleteItem", "security": WRITE,
                        "summary": "Remove an item from the store and index (the file stays).",
                        "parameters": item,
@@ -83,7 +113,7 @@ def _paths() -> dict:
                            "application/json": {"schema": {
                                "type": "object", "required": ["deleted"],
                                "properties": {"deleted": {"type": "integer"}}}}}},
-                           **errors(401, 403, 404, 409, 503)}}},
+                           **errors(401, 403, 404, 409, 429, 503)}}},
         "/api/items/{item_id}/thumbnail": {
             "get": {"operationId": "getThumbnail", "security": READ,
                     "summary": "JPEG thumbnail (longest side: the next cached size >= size).",
@@ -100,7 +130,7 @@ def _paths() -> dict:
                     "responses": {"200": {"description": "The thumbnail.", "content": {
                         "image/jpeg": {"schema": {"type": "string", "format": "binary"}}}},
                         "304": {"description": "Not modified (ETag)."},
-                        **errors(400, 401, 403, 404, 503)}}},
+                        **errors(400, 401, 403, 404, 414, 429, 503)}}},
         "/api/items/{item_id}/file": {
             "get": {"operationId": "getFile", "security": READ,
                     "summary": "The original file of an indexed item.", "parameters": [
@@ -113,7 +143,7 @@ def _paths() -> dict:
                                           "content": FILE_TYPES},
                                   "304": {"description": "Not modified (ETag)."},
                                   "416": {"description": "The range lies outside the file."},
-                                  **errors(401, 403, 404, 503)}}},
+                                  **errors(401, 403, 404, 429, 503)}}},
         "/api/items/{item_id}/moments": {
             "get": {"operationId": "getMoments", "security": READ,
                     "summary": "The moments of a video, in time order (none for an image).",
@@ -121,7 +151,7 @@ def _paths() -> dict:
                         "t", {"type": "number", "minimum": 0, "maximum": 10_000_000},
                         "Seconds: also answer the moment this second falls in, as 'at'.")],
                     "responses": {**ok("Moments", "The moments."),
-                                  **errors(400, 401, 403, 404, 503)}}},
+                                  **errors(400, 401, 403, 404, 429, 503)}}},
         "/api/moments/{moment_id}/similar": {
             "get": {"operationId": "similarMoments", "security": READ,
                     "summary": "More like this moment: images and moments of other videos.",
@@ -131,8 +161,8 @@ def _paths() -> dict:
         "/api/items/{item_id}/similar": {
             "get": {"operationId": "similarItems", "summary": "Images like an indexed one.",
                     "security": READ, "parameters": [*item, *qp],
-                    "responses": {**ok("ImagePage", "A page of image results."),
-                                  **errors(400, 401, 403, 404, 429, 503)}}},
+                    "responses": {**_results("ImagePage", "A page of image results."),
+                                  **errors(400, 401, 403, 404, 414, 429, 503)}}},
         "/api/index": {
             "post": {"operationId": "startIndexJob", "security": WRITE,
                      "summary": "Index a folder that is, or lies inside, a configured root.",
@@ -141,20 +171,24 @@ def _paths() -> dict:
                                     "additionalProperties": False,
                                     "properties": {"root": {
                                         "type": "string", "maxLength": 4096,
-                                        "pattern": r"^(/|[A-Za-z]:[\\/])",
+                                        "pattern": ROOT_PATTERN,
                                         "description": "Absolute folder path on the server."}}}}}},
                      "responses": {"202": {
                          "description": "Job started; poll the Location.",
                          "headers": {"Location": {"schema": {"type": "string"}}},
+                         "links": {"getJobFromStart": {
+                             "operationId": "getJob",
+                             "parameters": {"job_id": "$response.body#/job_id"}}},
                          "content": {"application/json": {"schema": {
                              "type": "object", "required": ["job_id"],
                              "properties": {"job_id": {"type": "integer"}}}}}},
-                         **errors(400, 401, 403, 404, 409, 413, 415, 503)}}},
+                         **errors(400, 401, 403, 404, 409, 413, 415, 429, 503)}}},
         "/api/jobs/{job_id}": {
             "get": {"operationId": "getJob", "security": WRITE,
                     "summary": "Progress, counts and errors of an indexing job.",
                     "parameters": [id_param("job_id")],
-                    "responses": {**ok("Job", "The job."), **errors(401, 403, 404, 503)}}},
+                    "responses": {**ok("Job", "The job."),
+                                  **errors(401, 403, 404, 429, 503)}}},
         "/api/texts": {
             "post": {"operationId": "addTexts", "security": WRITE,
                      "summary": "Add texts to the corpus (duplicates within a source skipped).",
@@ -163,31 +197,26 @@ def _paths() -> dict:
                                     "additionalProperties": False,
                                     "properties": {
                                         "texts": {"type": "array", "minItems": 1,
-                                                  "maxItems": 10000,
-                                                  "items": {"type": "string", "minLength": 1,
-                                                            "maxLength": 2000,
-                                                            "pattern": r"\S"}},
-                                        "source": {"type": "string", "minLength": 1,
-                                                   "maxLength": 200, "pattern": r"\S",
-                                                   "default": "api"}}}}}},
+                                                  "maxItems": 10000, "items": text(2000)},
+                                        "source": text(200, default="api", not_=NOT_SIDECAR,
+                                                       description=SOURCE)}}}}},
                      "responses": {"201": {"description": "Added.", "content": {
                          "application/json": {"schema": {
                              "type": "object", "required": ["added", "duplicates", "source"],
                              "properties": {"added": {"type": "integer"},
                                             "duplicates": {"type": "integer"},
                                             "source": {"type": "string"}}}}}},
-                         **errors(400, 401, 403, 409, 413, 415, 503)}},
+                         **errors(400, 401, 403, 409, 413, 415, 429, 503)}},
             "delete": {"operationId": "deleteTexts", "security": WRITE,
                        "summary": "Remove every text of a source.",
-                       "parameters": [query_param("source", {"type": "string", "minLength": 1,
-                                                             "maxLength": 200, "pattern": r"\S"},
-                                                  "Source label.", required=True)],
+                       "parameters": [query_param("source", text(200, not_=NOT_SIDECAR),
+                                                  SOURCE, required=True)],
                        "responses": {"200": {"description": "Removed.", "content": {
                            "application/json": {"schema": {
                                "type": "object", "required": ["deleted", "source"],
                                "properties": {"deleted": {"type": "integer"},
                                               "source": {"type": "string"}}}}}},
-                           **errors(400, 401, 403, 409, 503)}}},
+                           **errors(400, 401, 403, 409, 414, 429, 503)}}},
         "/api/session": _session_paths(),
         "/api/health": {
             "get": {"operationId": "health", "summary": "Liveness, counts and model.",
@@ -222,12 +251,13 @@ def _session_paths() -> dict:
                                  **errors(400)}},
         "get": {"operationId": "getSession", "security": [{}],
                 "summary": "Whether this request carries a valid session cookie.",
-                "responses": {**ok("Session", "The session state."), **errors(400)}},
+                "responses": {**ok("Session", "The session state."), **errors(400, 429)}},
     }
 
 
-def document() -> dict:
-    """The OpenAPI 3.0.3 document (a fresh dict)."""
+def document(vector_dim: int | None = None) -> dict:
+    """The OpenAPI 3.0.3 document (a fresh dict). ``vector_dim``: the served model's
+    dimension, when known (the exact length of raw query vectors)."""
     return {
         "openapi": "3.0.3",
         "info": {"title": "clipsearch API", "version": VERSION,
@@ -236,7 +266,7 @@ def document() -> dict:
                                 "{\"error\": message}. See docs/api.md."},
         "paths": _paths(),
         "components": {
-            "schemas": schemas(),
+            "schemas": schemas(vector_dim),
             "securitySchemes": security_schemes(),
         },
     }

@@ -8,11 +8,12 @@ enforces them, so the document cannot promise bounds the API does not apply.
 """
 from __future__ import annotations
 
-from search.options import FORMAT_ALIASES, MAX_TERMS
+from search.options import (DATE_PATTERN, FORMAT_ALIASES, FORMAT_PATTERN, MAX_FORMAT_CHARS,
+                            MAX_PREFIX_CHARS, MAX_TERMS, MAX_TEXT_CHARS, PATH_PREFIX_PATTERN)
 from search.ranking import DATE_WINDOW, MAX_DATE_WINDOW, MODES
 from search.service import MAX_K, MAX_OFFSET
 
-from .auth import SESSION_COOKIE
+from .sessions import SESSION_COOKIE
 
 
 def ref(name: str) -> dict:
@@ -31,8 +32,10 @@ ERRORS = {
     404: "No such item, job or route (also: a file outside its library root).",
     409: "Another write or indexing job is in progress.",
     413: "The request body is larger than the upload limit.",
+    414: "The URL is longer than the HTTP server (or a proxy) accepts, answered by it in "
+         "HTML: send long queries in a POST body (POST /api/search).",
     415: "Unsupported body type or image format.",
-    429: "Rate limited; see the Retry-After header.",
+    429: "Rate limited, or too many failed key checks from this client; see Retry-After.",
     503: "The model, the index or the store is unavailable.",
 }
 RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying.",
@@ -45,6 +48,8 @@ def errors(*codes: int) -> dict:
     for code in codes:
         resp = {"description": ERRORS[code],
                 "content": {"application/json": {"schema": ref("Error")}}}
+        if code == 414:  # answered by the HTTP server (gunicorn) before the app, in HTML
+            resp["content"] = {"text/html": {"schema": {"type": "string"}}}
         if code == 429:
             resp["headers"] = RETRY_AFTER
         out[str(code)] = resp
@@ -74,11 +79,36 @@ def id_param(name: str = "item_id") -> dict:
             "schema": {"type": "integer", "format": "int64", "minimum": 0}}
 
 
-DATE_PATTERN = (r"^$|^[1-9]\d{3}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"
-                r"([T ]([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d{1,6})?)?"
-                r"([+-](0\d|1[0-4]):[0-5]\d|Z)?)?$")
-# "" is accepted and means no filter (what an empty form field sends).
-FORMAT_NAME = {"type": "string", "enum": ["", *sorted(FORMAT_ALIASES)]}
+#: Strings the server takes as text never contain NUL (PostgreSQL cannot store it).
+NO_NUL = r"^[^\u0000]*$"
+#: Whitespace as the server strips it (Python's str.isspace), spelled out: "\s" means other
+#: sets in ECMAScript and in schemathesis' generator.
+WHITESPACE = (r"\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f"
+              r"\u3000")
+#: ...and where the text must say something, a character that is not whitespace.
+NOT_BLANK = rf"^[^\u0000]*[^\u0000{WHITESPACE}][^\u0000]*$"
+
+
+def text(max_length: int, *, blank: bool = False, not_: dict | None = None, **extra) -> dict:
+    """A string of at most ``max_length`` characters without NUL, not blank unless ``blank``;
+    ``not_``: a schema it must not match."""
+    out = {"type": "string", "maxLength": max_length, "pattern": NO_NUL if blank else NOT_BLANK}
+    if not blank:
+        out["minLength"] = 1
+    if not_ is not None:
+        out["not"] = not_
+    return {**out, **extra}
+
+
+#: One ``format`` value: names in any case, separated by commas; "" (or only commas) is no
+#: filter. The names are those of FORMAT_ALIASES.
+FORMAT_VALUE = {"type": "string", "maxLength": MAX_FORMAT_CHARS, "pattern": FORMAT_PATTERN,
+                "description": f"Comma-separated names among {', '.join(sorted(FORMAT_ALIASES))}, "
+                               "any letter case."}
+#: An uploaded image: its bytes, in one of the allowed formats (recognised by content).
+IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "image/tiff",
+               "image/heif", "image/avif")
+IMAGE_PART = {"type": "string", "format": "binary", "minLength": 1}
 
 OPTION_PROPS = {
     "k": {"type": "integer", "minimum": 1, "maximum": MAX_K, "default": 20,
@@ -107,15 +137,23 @@ OPTION_PROPS = {
               "description": "image: images only; video: the moments of videos (one hit per "
                              "video: its best moment); all: both, merged by score."},
 }
+#: Texts have no capture date: their searches sort by score only.
+TEXT_OPTION_PROPS = {**OPTION_PROPS, "sort": {
+    "type": "string", "enum": ["score"], "default": "score",
+    "description": "Texts are ordered by score (sort=date applies to images only)."}}
 FILTER_PROPS = {
-    "path_prefix": {"type": "string", "maxLength": 1000,
+    "path_prefix": {"type": "string", "maxLength": MAX_PREFIX_CHARS,
+                    "pattern": PATH_PREFIX_PATTERN,
                     "description": "String prefix of the item path relative to its library root "
-                                   "(e.g. 'holidays/2023/'); no '..'."},
+                                   "(e.g. 'holidays/2023/'); no '..' segment."},
     "captured_after": {"type": "string", "maxLength": 64, "pattern": DATE_PATTERN,
-                       "description": "ISO 8601 date or date-time; capture time at or after."},
+                       "description": "ISO 8601 date or date-time that exists (years 1000-9999); "
+                                      "capture time at or after; '' for none. An empty range "
+                                      "(after later than before) matches nothing."},
     "captured_before": {"type": "string", "maxLength": 64, "pattern": DATE_PATTERN,
-                        "description": "ISO 8601 date (whole day included) or date-time."},
-    "format": {"oneOf": [FORMAT_NAME, {"type": "array", "items": FORMAT_NAME}],
+                        "description": "ISO 8601 date (whole day included) or date-time; '' "
+                                       "for none."},
+    "format": {"oneOf": [FORMAT_VALUE, {"type": "array", "items": FORMAT_VALUE}],
                "description": "Image formats (any letter case; JPEG includes MPO). In a query "
                               "string: repeat the parameter or separate names by commas."},
     "min_width": {"type": "integer", "minimum": 0, "maximum": 1_000_000},
@@ -127,26 +165,31 @@ FILTER_PROPS = {
 }
 
 
-def query_params() -> list[dict]:
-    """The search options and filters as query parameters (``format`` repeatable)."""
+def _options(texts: bool) -> dict:
+    return {**(TEXT_OPTION_PROPS if texts else OPTION_PROPS), **FILTER_PROPS}
+
+
+def query_params(*, texts: bool = False) -> list[dict]:
+    """The search options and filters as query parameters (``format`` repeatable);
+    ``texts``: of a search for texts (sort by score only)."""
     out = []
-    for name, schema in {**OPTION_PROPS, **FILTER_PROPS}.items():
+    for name, schema in _options(texts).items():
         schema = dict(schema)
         desc = schema.pop("description", name)
         if name == "format":
-            out.append(query_param(name, {"type": "array", "items": FORMAT_NAME}, desc,
+            out.append(query_param(name, {"type": "array", "items": FORMAT_VALUE}, desc,
                                    style="form", explode=True))
         else:
             out.append(query_param(name, schema, desc))
     return out
 
 
-def form_props() -> dict:
-    """The multipart form of an image search: the image and the options as fields."""
-    props = {"image": {"type": "string", "format": "binary",
-                       "description": "The query image (JPEG, PNG, WebP, GIF, BMP, TIFF)."}}
-    for name, schema in {**OPTION_PROPS, **FILTER_PROPS}.items():
-        props[name] = (FORMAT_NAME if name == "format"
+def form_props(*, texts: bool = False) -> dict:
+    """The multipart form of an image search: the image and the options as parts."""
+    props = {"image": {**IMAGE_PART, "description": "The query image (JPEG, PNG, WebP, GIF, "
+                                                    "BMP, TIFF; HEIF/AVIF with pillow-heif)."}}
+    for name, schema in _options(texts).items():
+        props[name] = (FORMAT_VALUE if name == "format"
                        else {k: v for k, v in schema.items() if k != "description"})
     return props
 
@@ -157,8 +200,9 @@ def _term(kind: str, schema: dict) -> dict:
                                                     "maximum": 100, "default": 1}}}
 
 
-def schemas() -> dict:
-    """``components.schemas``: bodies of requests and responses, by name."""
+def schemas(vector_dim: int | None = None) -> dict:
+    """``components.schemas``: bodies of requests and responses, by name. ``vector_dim``:
+    the model's dimension, the exact length of a raw query vector (unknown: 1 to 4096)."""
     nint = _nullable({"type": "integer"})
     nstr = _nullable({"type": "string"})
     item_props = {
@@ -220,26 +264,37 @@ def schemas() -> dict:
                                "relevance": _nullable(relevance), "timings_ms": timings}}
 
     filters = {"type": "object", "additionalProperties": False, "properties": FILTER_PROPS}
-    terms = [_term("text", {"type": "string", "minLength": 1, "maxLength": 1000,
-                            "pattern": r"\S"}),
+    lengths = ({"minItems": vector_dim, "maxItems": vector_dim} if vector_dim
+               else {"minItems": 1, "maxItems": 4096})
+    terms = [_term("text", text(MAX_TEXT_CHARS)),
              _term("item_id", {"type": "integer", "format": "int64", "minimum": 1}),
              _term("moment_id", {"type": "integer", "format": "int64", "minimum": 1,
                                  "description": "A moment of a video: more like it."}),
-             _term("vector", {"type": "array", "minItems": 1, "maxItems": 4096,
+             _term("vector", {"type": "array", **lengths,
                               "items": {"type": "number", "minimum": -1e30, "maximum": 1e30},
-                              "description": "Raw query vector (model dimension)."})]
+                              "description": "Raw query vector of the model's dimension; "
+                                             "only its direction counts (all zeros: no "
+                                             "direction, it adds nothing)."})]
 
     def combined(term: str) -> dict:
-        return {"type": "object", "required": ["terms"], "additionalProperties": False,
-                "properties": {"terms": {"type": "array", "minItems": 1, "maxItems": MAX_TERMS,
-                                         "items": ref(term)},
-                               **OPTION_PROPS, "filters": filters,
-                               "target": {"type": "string", "enum": ["images", "texts"],
-                                          "default": "images"}}}
-    by_item = {"type": "object", "required": ["item_id"], "additionalProperties": False,
-               "properties": {"item_id": {"type": "integer", "format": "int64", "minimum": 1},
-                              **OPTION_PROPS, **FILTER_PROPS},
-               "description": "Search by an indexed item, with options and filters."}
+        """Images (the default target; sort by score or date) or texts (sort by score)."""
+        def variant(target: str, texts: bool, required: list[str]) -> dict:
+            return {"type": "object", "required": required, "additionalProperties": False,
+                    "properties": {"terms": {"type": "array", "minItems": 1,
+                                             "maxItems": MAX_TERMS, "items": ref(term)},
+                                   **(TEXT_OPTION_PROPS if texts else OPTION_PROPS),
+                                   "filters": filters,
+                                   "target": {"type": "string", "enum": [target]}}}
+        return {"description": "target 'images' (the default) or 'texts'; texts sort by "
+                               "score only and ignore the filters.",
+                "oneOf": [variant("images", False, ["terms"]),
+                          variant("texts", True, ["terms", "target"])]}
+
+    def by_item(texts: bool) -> dict:
+        return {"type": "object", "required": ["item_id"], "additionalProperties": False,
+                "properties": {"item_id": {"type": "integer", "format": "int64", "minimum": 1},
+                               **_options(texts)},
+                "description": "Search by an indexed item, with options and filters."}
     return {
         "Error": {"type": "object", "required": ["error"],
                   "properties": {"error": {"type": "string"}}},
@@ -281,13 +336,14 @@ def schemas() -> dict:
         "TextPage": page(ref("TextHit")),
         "AnyPage": page({"anyOf": [ref("ItemHit"), ref("TextHit")]}),
         "Filters": filters,
-        "ByItem": by_item,
+        "ByItem": by_item(False),
+        "ByItemForTexts": by_item(True),
         "Term": {"description": "Exactly one of text, item_id, vector, moment_id; negative "
                                 "weights subtract.", "oneOf": terms},
         "UploadTerm": {"description": "A Term, or an image term naming an uploaded file part.",
-                       "oneOf": [*terms, _term("image", {
-                           "type": "string", "minLength": 1, "maxLength": 200,
-                           "description": "Name of a file part of this multipart request."})]},
+                       "oneOf": [*terms, _term("image", text(
+                           200, description="Name of another part of this multipart request, "
+                                            "holding the image."))]},
         "CombinedQuery": combined("Term"),
         "CombinedUploadQuery": combined("UploadTerm"),
         "Job": {"type": "object",

@@ -1,5 +1,5 @@
 """What one web process holds: settings, the search service (loaded once, lazily),
-the rate limiter, the write lock and the background job runner.
+the rate limiters, the session signer, the write lock and the background job runner.
 
 The model, library and indexes are loaded on first use (or by :meth:`warm_up`,
 which ``clipsearch serve`` calls in each worker after it starts), never at
@@ -19,7 +19,8 @@ from search.config import Settings
 from search.errors import Conflict, SearchError
 from search.service import SearchService
 
-from .auth import RateLimiter
+from .ratelimit import RateLimiter
+from .sessions import SessionSigner, load_secret
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,10 @@ class Runtime:
         self._failure: tuple[float, SearchError] | None = None
         self._write_lock = threading.Lock()
         self.limiter = RateLimiter(settings.rate_limit)
+        self.file_limiter = RateLimiter(settings.file_rate_limit)
+        self.auth_failures = RateLimiter(settings.auth_failure_limit,
+                                         message="too many failed key checks from this client")
+        self.sessions = SessionSigner(load_secret(settings.data_dir))
         self.jobs = JobRunner(self)
         self.thumb_dir = settings.cache_dir
 

@@ -7,6 +7,11 @@ once, then serves many requests on a few threads (``gthread`` worker: a
 worker's threads share one model). waitress (one process, threads) where
 gunicorn cannot run (Windows), or when asked.
 
+Forwarded headers are judged by the app alone (``trusted_proxies``, Werkzeug's
+``ProxyFix``, see web/app.py): gunicorn is told to trust no peer for them, so whether
+a request counts as HTTPS (``Secure`` cookies) never depends on gunicorn's default
+of trusting 127.0.0.1.
+
 With several gunicorn workers, Prometheus metrics need a shared folder
 (``PROMETHEUS_MULTIPROC_DIR``); it is created here before any worker starts,
 unless the environment already names one, and removed when the server exits.
@@ -46,7 +51,13 @@ def choose_server(requested: str = "auto") -> str:
 
 def serve(settings: Settings, *, threads: int = DEFAULT_THREADS, server: str = "auto",
           access_log: bool = True) -> None:
-    """Serve until stopped (SIGINT/SIGTERM). Blocks."""
+    """Serve until stopped (SIGINT/SIGTERM). Blocks.
+
+    Raises BadRequest before anything starts for settings the app refuses (a short
+    API key): one clear message instead of workers that fail to boot."""
+    from .auth import check_key_strength
+
+    check_key_strength(settings.api_keys)
     kind = choose_server(server)
     log.info("serving on http://%s with %s (%d worker(s) x %d threads)",
              bind_address(settings.host, settings.port), kind, settings.web_workers, threads)
@@ -65,8 +76,9 @@ def _serve_waitress(settings: Settings, *, threads: int) -> None:
         log.warning("waitress runs one process; --workers %d ignored (use --threads)",
                     settings.web_workers)
     app = create_app(settings, warm=True)
+    # waitress would strip X-Forwarded-* before the app's ProxyFix could judge them.
     waitress.serve(app, host=settings.host, port=settings.port, threads=threads,
-                   ident="clipsearch")
+                   ident="clipsearch", clear_untrusted_proxy_headers=False)
 
 
 def _serve_gunicorn(settings: Settings, *, threads: int, access_log: bool) -> None:
@@ -102,6 +114,10 @@ def _serve_gunicorn(settings: Settings, *, threads: int, access_log: bool) -> No
         "loglevel": "info",
         "child_exit": child_exit,
         "on_exit": on_exit,
+        # X-Forwarded-* belong to the app's ProxyFix (CLIPSEARCH_TRUSTED_PROXIES), never to
+        # gunicorn's own trust of 127.0.0.1.
+        "forwarded_allow_ips": "",
+        "secure_scheme_headers": {},
         # gunicorn >= 25.1 opens an admin socket in $HOME by default: not for us.
         "control_socket_disable": True,
     }

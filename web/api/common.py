@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from flask import current_app, request
+from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 
 from search.errors import BadRequest, NotFound, UnsupportedMedia
 from search.options import FILTER_KEYS, OPTION_KEYS, check_keys
@@ -18,6 +19,7 @@ from search.options import FILTER_KEYS, OPTION_KEYS, check_keys
 from ..runtime import Runtime
 
 MAX_ID = 2**63 - 1
+MAX_PARTS = 1000  # parts of one multipart body (Werkzeug's own limit for forms); more: 413
 #: The query parameters of every search: its options and its filters.
 SEARCH_ARGS = OPTION_KEYS + FILTER_KEYS
 
@@ -59,3 +61,43 @@ def flat_args(multi) -> dict[str, Any]:
     for key in multi.keys():
         out[key] = multi.getlist(key) if key == "format" else multi.get(key)
     return out
+
+
+def multipart_parts() -> dict[str, list[bytes]]:
+    """Every part of this multipart/form-data body by name, as raw bytes, in order.
+
+    A part is a part whether or not its client gave it a file name (Werkzeug's form
+    parser would decode a part without one as text, losing bytes of an image): the
+    OpenAPI document cannot tell a client to name its parts' files, so the server does
+    not care. 400 for a body that is not multipart as declared, 413 beyond the upload
+    limit.
+    """
+    boundary = request.mimetype_params.get("boundary", "")
+    if not boundary:
+        raise BadRequest("multipart/form-data without a boundary")
+    decoder = MultipartDecoder(boundary.encode("latin-1", "replace"), max_parts=MAX_PARTS)
+    parts: dict[str, list[bytes]] = {}
+    name, chunks = None, []
+    try:
+        decoder.receive_data(request.get_data(cache=True))
+        decoder.receive_data(None)
+        while True:
+            event = decoder.next_event()
+            if isinstance(event, (Field, File)):
+                name, chunks = event.name, []
+            elif isinstance(event, Data):
+                chunks.append(event.data)
+                if not event.more_data and name is not None:
+                    parts.setdefault(name, []).append(b"".join(chunks))
+            elif isinstance(event, (Epilogue, NeedData)):
+                break
+    except ValueError:
+        raise BadRequest("the multipart/form-data body is malformed") from None
+    return parts
+
+
+def part_text(values: list[bytes]) -> str | list[str]:
+    """A form part as text (UTF-8, undecodable bytes replaced, as form fields always were);
+    a repeated part as a list."""
+    texts = [v.decode("utf-8", "replace") for v in values]
+    return texts if len(texts) > 1 else texts[0]

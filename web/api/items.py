@@ -18,9 +18,10 @@ from search.options import float_param, int_param, parse_options
 from search.segments import moments_of, segment_dicts
 from search.service import Term
 
-from ..auth import rate_limited, requires_key
-from ..items import (drop_thumbnails, indexed_item, item_json, mime_type, moment_json, resolve_file,
+from ..auth import requires_key
+from ..items import (drop_thumbnails, indexed_item, item_json, mime_type, moment_json, open_file,
                      thumb_size, thumbnail)
+from ..ratelimit import files_rate_limited, rate_limited
 from ..search_runner import run_search
 from .common import SEARCH_ARGS, current_runtime, query_args, row_id
 
@@ -28,6 +29,7 @@ bp = Blueprint("items", __name__, url_prefix="/api")
 
 
 @bp.get("/items/<int:item_id>")
+@rate_limited
 @requires_key("read")
 def item_detail(item_id: int):
     query_args()
@@ -66,6 +68,7 @@ def _cache_control(resp, max_age: int):
 
 
 @bp.get("/items/<int:item_id>/thumbnail")
+@files_rate_limited
 @requires_key("read")
 def item_thumbnail(item_id: int):
     rt = current_runtime()
@@ -85,19 +88,14 @@ def item_thumbnail(item_id: int):
 
 
 @bp.get("/items/<int:item_id>/file")
+@files_rate_limited
 @requires_key("read")
 def item_file(item_id: int):
     query_args()
     rt = current_runtime()
     item = indexed_item(rt.service().library.store, row_id(item_id))
-    real = resolve_file(item)
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
-    try:
-        fd = os.open(real, flags)  # no symlink may be swapped in after the check
-    except OSError:
-        raise NotFound(f"the file of item {item.id} is not available") from None
-    f = os.fdopen(fd, "rb")
-    st = os.fstat(fd)
+    f = open_file(item)  # checked inside its root, then opened as checked
+    st = os.fstat(f.fileno())
     etag = f"{item.id}-{st.st_size}-{st.st_mtime_ns}"
     resp = send_file(f, mimetype=mime_type(item), download_name=os.path.basename(item.path),
                      etag=etag, conditional=False, last_modified=st.st_mtime)
@@ -114,6 +112,7 @@ def item_file(item_id: int):
 
 
 @bp.get("/items/<int:item_id>/moments")
+@rate_limited
 @requires_key("read")
 def item_moments(item_id: int):
     """The moments of a video (empty for an image), in time order; ``?t=SECONDS`` adds the
@@ -132,8 +131,8 @@ def item_moments(item_id: int):
 
 
 @bp.get("/moments/<int:moment_id>/similar")
-@requires_key("read")
 @rate_limited
+@requires_key("read")
 def moment_similar(moment_id: int):
     """More like this moment: images and moments of other videos (its own video excluded)."""
     rt = current_runtime()
@@ -148,8 +147,8 @@ def moment_similar(moment_id: int):
 
 
 @bp.get("/items/<int:item_id>/similar")
-@requires_key("read")
 @rate_limited
+@requires_key("read")
 def item_similar(item_id: int):
     rt = current_runtime()
     item = indexed_item(rt.service().library.store, row_id(item_id))

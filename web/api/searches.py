@@ -11,15 +11,17 @@ import json
 import numpy as np
 from flask import Blueprint, jsonify, request
 
-from search.errors import BadRequest
+from search.errors import BadRequest, NotFound
 from search.options import (FILTER_KEYS, MAX_TERMS, OPTION_KEYS, SearchOptions, check_keys,
                             item_id_param, moment_id_param, parse_options, str_param, text_param,
                             weight_param)
 from search.service import Term
 
-from ..auth import rate_limited, requires_key
+from ..auth import requires_key
+from ..ratelimit import rate_limited
 from ..search_runner import run_search
-from .common import SEARCH_ARGS, current_runtime, flat_args, json_body, query_args
+from .common import (SEARCH_ARGS, current_runtime, json_body, multipart_parts, part_text,
+                     query_args)
 
 bp = Blueprint("searches", __name__, url_prefix="/api")
 
@@ -37,16 +39,16 @@ def _query_from(body: dict, flat_keys: tuple[str, ...]):
 def _image_query() -> tuple[Term, SearchOptions]:
     """The single term and options of /search/image and /search/texts."""
     if request.mimetype == "multipart/form-data":
-        upload = request.files.get("image")
-        if upload is None:
-            raise BadRequest("the multipart field 'image' (an image file) is missing")
-        data = upload.read()
+        parts = multipart_parts()
+        if "image" not in parts:
+            raise BadRequest("the multipart part 'image' (an image file) is missing")
+        data = parts["image"][0]
         if not data:
             raise BadRequest("the uploaded image is empty")
         args = query_args(*SEARCH_ARGS)
         parse_options(args)  # invalid query parameters fail even where form fields win
-        form = flat_args(request.form)
-        check_keys(form, SEARCH_ARGS, "the form fields")  # typos fail loudly here too
+        # Other parts are the options (unknown ones are ignored: the form may carry more).
+        form = {name: part_text(values) for name, values in parts.items() if name != "image"}
         return Term(image=data), parse_options({**args, **form})
     parse_options(query_args(*SEARCH_ARGS))  # ignored with a JSON body, but must be valid
     body = json_body()
@@ -56,8 +58,8 @@ def _image_query() -> tuple[Term, SearchOptions]:
 
 
 @bp.get("/search")
-@requires_key("read")
 @rate_limited
+@requires_key("read")
 def search_text():
     args = query_args("q", *SEARCH_ARGS)
     if "q" not in args:
@@ -67,16 +69,16 @@ def search_text():
 
 
 @bp.post("/search/image")
-@requires_key("read")
 @rate_limited
+@requires_key("read")
 def search_image():
     term, opts = _image_query()
     return jsonify(run_search(current_runtime(), "images", (term,), opts))
 
 
 @bp.post("/search/texts")
-@requires_key("read")
 @rate_limited
+@requires_key("read")
 def search_texts():
     term, opts = _image_query()
     return jsonify(run_search(current_runtime(), "texts", (term,), opts))
@@ -97,12 +99,11 @@ def _term(raw, files) -> Term:
     if not isinstance(raw, dict):
         raise BadRequest("each term must be an object")
     check_keys(raw, TERM_KEYS, "a term")
-    weight = weight_param(raw["weight"]) if raw.get("weight") is not None else 1.0
-    kinds = [k for k in ("text", "item_id", "vector", "image", "moment_id")
-             if raw.get(k) is not None]
+    kinds = [k for k in ("text", "item_id", "vector", "image", "moment_id") if k in raw]
     if len(kinds) != 1:
         raise BadRequest("each term needs exactly one of text, item_id, vector, image, "
                          "moment_id")
+    weight = weight_param(raw["weight"]) if "weight" in raw else 1.0
     kind = kinds[0]
     if kind == "moment_id":
         return Term(weight=weight, moment_id=moment_id_param(raw["moment_id"]))
@@ -116,8 +117,8 @@ def _term(raw, files) -> Term:
     if files is None:
         raise BadRequest("image terms need a multipart request: a 'query' field with this JSON "
                          "and the image files as parts named by the terms")
-    if name == "query" or name not in files:
-        raise BadRequest(f"no uploaded file part named {name[:50]!r}")
+    if name == "query" or name not in files:  # like an item_id that is not indexed
+        raise NotFound(f"no uploaded image part named {name[:50]!r} in this request")
     data = files[name]
     if not data:
         raise BadRequest(f"the uploaded file {name[:50]!r} is empty")
@@ -125,24 +126,22 @@ def _term(raw, files) -> Term:
 
 
 @bp.post("/search")
-@requires_key("read")
 @rate_limited
+@requires_key("read")
 def search_combined():
     query_args()
     files = None
     if request.mimetype == "multipart/form-data":
-        raw = request.form.get("query")
-        if raw is None and "query" in request.files:  # sent as a part with a file name
-            raw = request.files["query"].read()
-        if raw is None:
-            raise BadRequest("the multipart field 'query' (the JSON query) is missing")
+        parts = multipart_parts()
+        if "query" not in parts:
+            raise BadRequest("the multipart part 'query' (the JSON query) is missing")
         try:
-            body = json.loads(raw)
+            body = json.loads(parts["query"][0])
         except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
-            raise BadRequest("the multipart field 'query' is not valid JSON") from None
+            raise BadRequest("the multipart part 'query' is not valid JSON") from None
         if not isinstance(body, dict):
             raise BadRequest("the query must be a JSON object")
-        files = {name: request.files[name].read() for name in request.files if name != "query"}
+        files = {name: values[0] for name, values in parts.items() if name != "query"}
     else:
         body = json_body()
     check_keys(body, COMBINED_KEYS, "the query")

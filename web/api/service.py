@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
+from search.errors import SearchError
+
 from ..openapi import document
 from .common import current_runtime
 
@@ -24,4 +26,9 @@ def health():
 
 @bp.get("/openapi.json")
 def openapi():
-    return jsonify(document())
+    # With the model loaded the document states the exact length of a raw query vector.
+    try:
+        dim = current_runtime().service().encoder.dim
+    except SearchError:
+        dim = None
+    return jsonify(document(dim))

@@ -1,5 +1,5 @@
 """Browser sessions: a page trades an API key for a read-only session cookie
-(web/auth.py makes and checks it), asks whether it holds one, and drops it.
+(web/sessions.py signs and checks it), asks whether it holds one, and drops it.
 
 Each answer is marked ``no-store``: it sets, clears or reports a credential.
 """
@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
-from ..auth import (check_key, end_session, rate_limited, request_session, session_max_age,
-                    start_session)
+from ..auth import check_key, end_session, request_session, start_session
+from ..ratelimit import rate_limited
+from ..sessions import session_max_age
 from .common import current_runtime, query_args
 
 bp = Blueprint("session", __name__, url_prefix="/api")
@@ -44,8 +45,8 @@ def session_end():
 def session_state():
     query_args()
     settings = current_runtime().settings
-    expires = request_session(settings.api_keys, session_max_age(settings))
-    resp = jsonify({"active": expires is not None, "expires_at": expires,
+    session = request_session(settings)
+    resp = jsonify({"active": session.valid, "expires_at": session.expires,
                     "key_required": settings.search_requires_key})
     resp.headers["Cache-Control"] = "no-store"
     return resp

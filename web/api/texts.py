@@ -49,10 +49,11 @@ def texts_add():
 def texts_delete():
     rt = current_runtime()
     source = query_args("source").get("source")
-    if source is None or not str_param(source, "source", 200).strip():
+    if source is None:
         raise BadRequest("the query parameter source is required")
-    if source.startswith(SIDECAR):
+    if str_param(source, "source", 200).strip().startswith(SIDECAR):
         raise BadRequest("sidecar captions belong to their images and cannot be removed here")
+    source = check_source(source)  # stored stripped, so removed stripped
     svc = rt.service()
     with rt.write_lock():
         svc.library.reload_if_changed()
