@@ -54,6 +54,7 @@ from search.errors import ModelMismatch, SearchError
 from search.ingest.decode import Decoded, decode_file
 from search.ingest.discover import FoundFile
 from search.ingest.embed import batch_encode
+from search.lifetime import Reaper, children, cmdline
 
 try:  # optional dependency: pip install 'clipsearch[ray]'
     import ray
@@ -196,6 +197,9 @@ class RayEmbedder:
     :func:`ray.init`. When Ray is already initialised in this process, that
     connection is used and ``address`` is ignored.
 
+    A local cluster this object starts dies with this process, whatever kills it: Ray's
+    own fate sharing, plus a :class:`search.lifetime.Reaper` for the raylet's agents.
+
     ``identity``: the driver's model; every shard is checked against it
     (:class:`ModelMismatch` if a worker loaded another model).
     Raises :class:`RayUnavailable` when ray is not installed or the cluster
@@ -231,6 +235,7 @@ class RayEmbedder:
         self._actors: list = []
         self._started_ray = False
         self._sigterm = None
+        self._reaper: Reaper | None = None
 
     # -- lifecycle -------------------------------------------------------------
     def connect(self) -> None:
@@ -246,11 +251,19 @@ class RayEmbedder:
         kwargs.update(self.init_kwargs)
         if threading.current_thread() is threading.main_thread():
             self._sigterm = signal.getsignal(signal.SIGTERM)  # ray.init replaces it
+        before = set(children(os.getpid()))
         try:
             ray.init(address=address, **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise RayUnavailable(f"cannot connect to Ray at {self.address!r}: {e}") from None
         self._started_ray = True
+        # A local cluster started by ray.init is made of our children (GCS, raylet, ...);
+        # Ray kills those when we die, but the raylet's agents linger for a minute.
+        started = [p for p in children(os.getpid())
+                   if p not in before and "multiprocessing" not in cmdline(p)]
+        if started:
+            self._reaper = Reaper()
+            self._reaper.follow(started)
 
     def _ensure_actors(self) -> None:
         if self._actors:
@@ -295,6 +308,9 @@ class RayEmbedder:
         self._actors = []
         if self._started_ray and ray.is_initialized():
             ray.shutdown()
+        if self._reaper is not None:
+            self._reaper.close()  # whatever ray.shutdown left behind
+            self._reaper = None
         if self._sigterm is not None and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._sigterm)
         self._sigterm = None

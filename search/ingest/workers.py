@@ -8,6 +8,10 @@ the tasks that were in flight **one at a time**, so the file that kills a
 process alone is identified and reported through ``on_crash`` (the indexer
 skips it with its reason) while every other file is decoded normally.
 
+Decoder processes die with the process that started them, whatever kills it
+(:func:`search.lifetime.die_with_parent`); the pool is started, used and shut down
+by the thread that runs the job, which the kernel's parent-death signal is tied to.
+
 Each crash costs one pool start (~1 s for spawned processes importing numpy and
 Pillow); a run gives up after ``max_restarts`` in total, which only happens when
 something other than single files keeps killing the workers (e.g. the kernel's
@@ -18,10 +22,13 @@ from __future__ import annotations
 import collections
 import logging
 import multiprocessing as mp
+import os
 import signal
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Callable, Iterable, Iterator
+
+from ..lifetime import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +37,12 @@ CRASH_REASON = "decoder crashed: the process decoding this file died (e.g. a seg
 MAX_RESTARTS = 100
 
 
-def _ignore_sigint() -> None:  # worker initializer: Ctrl-C is the parent's business
+def _init_worker(parent_pid: int) -> None:
+    """Worker initializer: Ctrl-C and SIGTERM are the parent's business (it stops the pool);
+    the worker dies with the parent."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    die_with_parent(parent_pid)
 
 
 class WorkerPool:
@@ -45,7 +56,7 @@ class WorkerPool:
 
     def _start(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"),
-                                   initializer=_ignore_sigint)
+                                   initializer=_init_worker, initargs=(os.getpid(),))
 
     def submit(self, fn, *args) -> Future:
         """Like ``Executor.submit``; on a broken pool the future carries the error."""
@@ -69,6 +80,18 @@ class WorkerPool:
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def kill(self) -> None:
+        """Stop now: queued tasks are cancelled and the processes killed mid-task (a stop
+        request must not wait for a slow decode; its result would be dropped anyway)."""
+        procs = list((getattr(self._pool, "_processes", None) or {}).values())
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for p in procs:
+            try:
+                p.kill()
+            except (OSError, ValueError, AttributeError):
+                pass
+        self._pool.shutdown(wait=True)
 
 
 _END = object()
