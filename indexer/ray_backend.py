@@ -67,6 +67,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SHARD_SIZE = 256
 DEFAULT_RETRIES = 3
+STOP_POLL = 0.5  # seconds between stop checks while waiting for a shard
 
 
 class RayUnavailable(SearchError):
@@ -197,8 +198,8 @@ class RayEmbedder:
     :func:`ray.init`. When Ray is already initialised in this process, that
     connection is used and ``address`` is ignored.
 
-    A local cluster this object starts dies with this process, whatever kills it: Ray's
-    own fate sharing, plus a :class:`search.lifetime.Reaper` for the raylet's agents.
+    A local cluster it starts dies with this process (Ray's fate sharing, plus a
+    :class:`search.lifetime.Reaper` for the raylet's agents).
 
     ``identity``: the driver's model; every shard is checked against it
     (:class:`ModelMismatch` if a worker loaded another model).
@@ -257,8 +258,7 @@ class RayEmbedder:
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise RayUnavailable(f"cannot connect to Ray at {self.address!r}: {e}") from None
         self._started_ray = True
-        # A local cluster started by ray.init is made of our children (GCS, raylet, ...);
-        # Ray kills those when we die, but the raylet's agents linger for a minute.
+        # A local cluster started by ray.init is our children; its raylet's agents linger.
         started = [p for p in children(os.getpid())
                    if p not in before and "multiprocessing" not in cmdline(p)]
         if started:
@@ -329,9 +329,12 @@ class RayEmbedder:
         fair = math.ceil(n / (4 * actors))
         return max(1, min(self.shard_size, max(self.settings.batch_size, fair)))
 
-    def __call__(self, files: list[FoundFile]) -> Iterator[tuple[Decoded, np.ndarray | None]]:
+    def __call__(self, files: list[FoundFile], *, should_stop=None
+                 ) -> Iterator[tuple[Decoded, np.ndarray | None]]:
+        """Embed ``files``; the stream ends (shards in flight dropped) once ``should_stop()``."""
         if not files:
             return
+        stop = should_stop or (lambda: False)
         self._ensure_actors()
         size = self._shard_len(len(files))
         shards = [[f.path for f in files[i:i + size]] for i in range(0, len(files), size)]
@@ -345,8 +348,12 @@ class RayEmbedder:
                 pool.submit(lambda actor, job: actor.embed.remote(*job),
                             (submitted, shards[submitted]))
                 submitted += 1
+            if stop():
+                return
             if yielded not in ready:
                 res = self._next_result(pool)
+                if res is None:  # nothing finished within the poll interval
+                    continue
                 if res.index < yielded or res.index in ready:  # Ray returns each ref once
                     log.warning("ray: shard %d arrived twice; ignored", res.index)
                     continue
@@ -360,9 +367,11 @@ class RayEmbedder:
         log.info("ray: %d shards done by %d worker process(es)", len(shards),
                  len(set(self.shard_workers)))
 
-    def _next_result(self, pool) -> ShardResult:
+    def _next_result(self, pool) -> ShardResult | None:
         try:
-            return pool.get_next_unordered()
+            return pool.get_next_unordered(timeout=STOP_POLL)
+        except TimeoutError:
+            return None
         except ray.exceptions.RayError as e:
             # Worker deaths were already retried by Ray (up to ``retries`` times); what gets
             # here is final: retries used up, or an error in the worker's own code.

@@ -109,6 +109,10 @@ class Store:
         with self.session() as s:
             s.merge(MetaEntry(key=key, value=value))
 
+    def delete_meta(self, key: str) -> None:
+        with self.session() as s:
+            s.execute(delete(MetaEntry).where(MetaEntry.key == key))
+
     def model_identity(self) -> dict | None:
         raw = self.get_meta("model")
         return json.loads(raw) if raw else None
