@@ -1,0 +1,33 @@
+"""Where tests keep their store: SQLite in a temporary folder, or the PostgreSQL server of
+CLIPSEARCH_TEST_PG_URL (``.ci/run`` starts one). Without that variable the PostgreSQL
+half of a test is skipped locally and fails under CI."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+PG_URL = os.environ.get("CLIPSEARCH_TEST_PG_URL")
+
+
+def pg_url() -> str:
+    """The test server's URL, its clipsearch tables dropped (a fresh store)."""
+    if not PG_URL:
+        if os.environ.get("CI"):
+            pytest.fail("CLIPSEARCH_TEST_PG_URL is not set under CI: PostgreSQL tests must run")
+        pytest.skip("no PostgreSQL server (set CLIPSEARCH_TEST_PG_URL)")
+    from sqlalchemy import create_engine, text
+
+    from search.store import Base
+
+    eng = create_engine(PG_URL)
+    Base.metadata.drop_all(eng)
+    with eng.begin() as conn:
+        conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+    eng.dispose()
+    return PG_URL
+
+
+def db_url_for(kind: str, data_dir) -> str | None:
+    """``None`` (the default SQLite file in ``data_dir``) or the PostgreSQL URL."""
+    return None if kind == "sqlite" else pg_url()
