@@ -312,8 +312,10 @@ class WriterLock:
             try:
                 with self.store.engine.connect() as conn:
                     owner = conn.execute(text(
-                        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
-                        "AND classid::bigint = :hi AND objid::bigint = :lo AND objsubid = 1"),
+                        "SELECT l.pid FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
+                        "WHERE d.datname = current_database() AND l.locktype = 'advisory' "
+                        "AND l.granted AND l.classid::bigint = :hi AND l.objid::bigint = :lo "
+                        "AND l.objsubid = 1"),
                         {"hi": PG_WRITER_KEY >> 32, "lo": PG_WRITER_KEY & 0xFFFFFFFF}).scalar()
             except Exception:
                 return True

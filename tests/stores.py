@@ -16,14 +16,12 @@ def pg_url() -> str:
         if os.environ.get("CI"):
             pytest.fail("CLIPSEARCH_TEST_PG_URL is not set under CI: PostgreSQL tests must run")
         pytest.skip("no PostgreSQL server (set CLIPSEARCH_TEST_PG_URL)")
-    from sqlalchemy import create_engine, text
-
-    from search.store import Base
+    from sqlalchemy import create_engine, inspect, text
 
     eng = create_engine(PG_URL)
-    Base.metadata.drop_all(eng)
-    with eng.begin() as conn:
-        conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+    with eng.begin() as conn:  # every table, also those of other schema revisions
+        for table in inspect(conn).get_table_names():
+            conn.execute(text(f'DROP TABLE IF EXISTS "{table}" CASCADE'))
     eng.dispose()
     return PG_URL
 
