@@ -87,6 +87,8 @@ def index_cmd(obj: CliContext, paths, workers, batch_size, reembed, retry_skippe
     else:
         _print_summary(summary)
     if summary.interrupted:
+        click.echo("stopped: the files counted above are committed; run the same command "
+                   "again to resume", err=True)
         sys.exit(130)
 
 
@@ -153,9 +155,6 @@ def _print_summary(summary) -> None:
     for r in d["recoverable"]:
         click.echo(f"  {r['count']} skipped file(s) might be recovered ({r['reason']}): "
                    f"{r['remedy']}")
-    if summary.interrupted:
-        click.echo("stopped: what is listed above is committed; run the same command again "
-                   "to resume")
 
 
 # -- search --------------------------------------------------------------------

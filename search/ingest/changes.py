@@ -66,7 +66,7 @@ def moves_and_removals(library: Library, pool: WorkerPool | None, to_embed: list
         window = max(16, workers * 8)
         for i, (path, digest) in enumerate(window_map(
                 pool, hash_file, [f.path for f in new_files], window,
-                on_crash=lambda p: (p, None))):
+                on_crash=lambda p: (p, None), should_stop=should_stop)):
             if digest and by_hash.get(digest):
                 moves.append((by_hash[digest].pop(), new_files[i]))
             if i % 500 == 0:

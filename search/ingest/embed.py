@@ -42,7 +42,7 @@ def embed_locally(pool: WorkerPool | None, encoder, paths: Sequence[str], *,
     ``should_stop()`` is true the stream ends: decoded files not yet encoded are dropped.
     """
     decoded = window_map(pool, decode_file, paths, window, encoder.preprocess, max_pixels,
-                         on_crash=crashed_decode)
+                         on_crash=crashed_decode, should_stop=should_stop)
     yield from batch_encode(encoder, decoded, batch_size, should_stop)
 
 

@@ -183,8 +183,8 @@ class IndexJob:
                 found.setdefault(f.path, f)
                 if len(found) % 256 == 0:
                     self._stop_point()
-                    if len(found) % 5000 == 0:
-                        self.progress(Progress("scanning", done=len(found)))
+                if len(found) % 5000 == 0:
+                    self.progress(Progress("scanning", done=len(found)))
         self._stop_point()
         states = self.store.file_states(prefixes=roots)
         log.info("found %d image files under %s; %d known to the store", len(found),

@@ -24,7 +24,7 @@ import logging
 import multiprocessing as mp
 import os
 import signal
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Callable, Iterable, Iterator
 
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 CRASH_REASON = "decoder crashed: the process decoding this file died (e.g. a segfault in an " \
                "image library)"
 MAX_RESTARTS = 100
+STOP_POLL = 0.1  # seconds between stop checks while a result is awaited
 
 
 def _init_worker(parent_pid: int) -> None:
@@ -98,15 +99,20 @@ _END = object()
 
 
 def window_map(pool: WorkerPool | None, fn: Callable, items: Iterable, window: int, *args,
-               on_crash: Callable | None = None) -> Iterator:
+               on_crash: Callable | None = None,
+               should_stop: Callable[[], bool] | None = None) -> Iterator:
     """Ordered ``fn(item, *args)`` over ``items`` with at most ``window`` tasks in flight.
 
     Without a pool, runs in this process. When a worker dies, the pool is restarted
     and the tasks that were in flight run again alone; one that still kills its
     process yields ``on_crash(item)`` instead of a result (without ``on_crash`` the
-    ``BrokenProcessPool`` propagates)."""
+    ``BrokenProcessPool`` propagates). The stream ends early once ``should_stop()`` is
+    true, also while waiting for a result (checked every :data:`STOP_POLL` seconds)."""
+    stop = should_stop or (lambda: False)
     if pool is None:
         for it in items:
+            if stop():
+                return
             yield fn(it, *args)
         return
     pending: collections.deque[tuple[object, Future]] = collections.deque()
@@ -121,7 +127,12 @@ def window_map(pool: WorkerPool | None, fn: Callable, items: Iterable, window: i
 
     fill()
     while pending:
-        item, fut = pending.popleft()
+        item, fut = pending[0]
+        while not fut.done():
+            if stop():
+                return
+            wait([fut], timeout=STOP_POLL)
+        pending.popleft()
         try:
             result = fut.result()
         except BrokenProcessPool:
