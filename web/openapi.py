@@ -110,7 +110,12 @@ def _paths() -> dict:
                                     "properties": {"root": {
                                         "type": "string", "maxLength": 4096,
                                         "pattern": r"^(/|[A-Za-z]:[\\/])",
-                                        "description": "Absolute folder path on the server."}}}}}},
+                                        "description": "Absolute folder path on the server."},
+                                        "retry_skipped": {
+                                            "type": "boolean", "default": False,
+                                            "description": "Read files skipped before again "
+                                            "even when unchanged (after raising the pixel "
+                                            "limit or installing pillow-heif)."}}}}}},
                      "responses": {"202": {
                          "description": "Job started; poll the Location.",
                          "headers": {"Location": {"schema": {"type": "string"}}},

@@ -28,7 +28,8 @@ ERRORS = {
     401: "An API key is required (Authorization: Bearer KEY).",
     403: "The API key is not valid, or the operation is not allowed.",
     404: "No such item, job or route (also: a file outside its library root).",
-    409: "Another write or indexing job is in progress.",
+    409: "Another writer (an indexing job, a deletion, a CLI index) holds the library; "
+         "the message names it.",
     413: "The request body is larger than the upload limit.",
     415: "Unsupported body type or image format.",
     429: "Rate limited; see the Retry-After header.",
@@ -213,7 +214,21 @@ def schemas() -> dict:
                     "progress": {"type": "object", "properties": {
                         "phase": nstr, "done": {"type": "integer"}, "total": {"type": "integer"},
                         "rate": {"type": "number"}, "eta": _nullable({"type": "number"})}},
-                    "summary": _nullable({"type": "object"}), "error": nstr,
+                    "summary": _nullable({"type": "object", "properties": {
+                        "retried": {"type": "integer", "description":
+                                    "Unchanged skipped files read again (retry_skipped)."},
+                        "recovered": {"type": "integer", "description":
+                                      "Files skipped before and indexed now."},
+                        "recoverable": {"type": "array", "description":
+                                        "Skipped files under the root that a setting or "
+                                        "package change might index.",
+                                        "items": {"type": "object",
+                                                  "required": ["reason", "count", "remedy"],
+                                                  "properties": {
+                                                      "reason": {"type": "string"},
+                                                      "count": {"type": "integer"},
+                                                      "remedy": {"type": "string"}}}}}}),
+                    "error": nstr,
                     "created_at": nstr, "updated_at": nstr}},
         "Session": {"type": "object", "required": ["active", "expires_at", "key_required"],
                     "properties": {

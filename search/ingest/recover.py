@@ -17,39 +17,49 @@ from ..schema import STATUS_SKIPPED, MediaItem
 from .discover import heif_available
 
 _PIXELS = re.compile(r"(\d+) pixels")
-RETRY = "then run `clipsearch index --retry-skipped` (API: \"retry_skipped\": true)"
+RUN_RETRY = "run `clipsearch index --retry-skipped` (API: \"retry_skipped\": true)"
+RETRY = "then " + RUN_RETRY
 
 
 def recoverable(store, roots: Sequence[str], max_pixels: int, *, heif_passed_over: int = 0
                 ) -> list[dict]:
     """``[{"reason", "count", "remedy"}]`` for the skipped files under ``roots`` that a
-    setting or package change might index, plus HEIC/HEIF files the walk passed over
-    because pillow-heif is missing."""
+    setting or package change might index (or, the change made, a retry would), plus
+    HEIC/HEIF files the walk passed over because pillow-heif is missing."""
     query = select(MediaItem.skip_reason).where(MediaItem.status == STATUS_SKIPPED)
     if roots:
         query = query.where(or_(*[MediaItem.path.startswith(r.rstrip(os.sep) + os.sep,
                                                             autoescape=True) for r in roots]))
-    too_large, need, heif, memory, unreadable = 0, 0, 0, 0, 0
+    over, within, need = 0, 0, 0
+    heif, memory, unreadable = 0, 0, 0
     with store.session() as s:
         for (reason,) in s.execute(query.execution_options(yield_per=2000)):
             reason = reason or ""
             if reason.startswith("too large"):
                 m = _PIXELS.search(reason)
                 if m and int(m.group(1)) > max_pixels:
-                    too_large += 1
+                    over += 1
                     need = max(need, int(m.group(1)))
-            elif ("HEIF" in reason or "AVIF" in reason) and not heif_available():
+                elif m:
+                    within += 1
+            elif "HEIF" in reason or "AVIF" in reason:
                 heif += 1
             elif reason.startswith("out of memory"):
                 memory += 1
             elif reason.startswith("unreadable") and "ermission" in reason:
                 unreadable += 1
     out = []
-    if too_large:
-        out.append({"reason": "too large", "count": too_large,
+    if over:
+        out.append({"reason": "too large", "count": over,
                     "remedy": f"raise CLIPSEARCH_MAX_PIXELS from {max_pixels} to at least "
                               f"{need}, {RETRY}"})
-    if heif:
+    if within:
+        out.append({"reason": "too large for an earlier limit", "count": within,
+                    "remedy": f"they fit CLIPSEARCH_MAX_PIXELS={max_pixels} now: {RUN_RETRY}"})
+    if heif and heif_available():
+        out.append({"reason": "HEIF/AVIF content", "count": heif,
+                    "remedy": f"pillow-heif is installed now: {RUN_RETRY}"})
+    elif heif:
         out.append({"reason": "HEIF/AVIF content", "count": heif,
                     "remedy": f"install pillow-heif (pip install 'clipsearch[heif]'), {RETRY}"})
     if heif_passed_over:
