@@ -436,6 +436,7 @@ class Chaos:
         }
         result["targets_met"] = (
             result["5xx"] == 0 and result["orphans"] == 0 and result["tracebacks"] == 0
+            and result["connection_errors"] == 0 and server_rc == 0
             and result["lost_files"] == 0 and result["doubled_files"] == 0
             and result["doubled_captions"] == 0 and result["missing_captions"] == 0
             and result["wrongly_indexed"] == 0 and result["texts_lost"] == 0

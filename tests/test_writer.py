@@ -239,3 +239,29 @@ def test_readers_repair_saves_the_index_when_no_writer_holds_the_lock(tmp_path, 
     assert np.array_equal(np.sort(library.indexes["images"].ids()),
                           library.store.vector_ids("images"))
     library.close()
+
+
+def test_meta_rows_are_upserts_safe_for_concurrent_first_writers(url):
+    """Two web workers starting on a new store both record the model: neither may fail on
+    the meta table's key (seen in the chaos benchmark: a worker died at boot)."""
+    stores = [Store(url) for _ in range(6)]
+    barrier = threading.Barrier(len(stores))
+    errors = []
+
+    def write(i, store):
+        try:
+            barrier.wait(10)
+            for n in range(20):
+                store.set_meta(f"race-{n}", str(i))
+        except Exception as e:  # noqa: BLE001 - the test reports any failure
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=write, args=(i, s)) for i, s in enumerate(stores)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors[:3]
+    assert stores[0].get_meta("race-19") in {str(i) for i in range(len(stores))}
+    for s in stores:
+        s.close()
