@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import multiprocessing as mp
 import os
 import signal
 from concurrent.futures import Future, ProcessPoolExecutor, wait
@@ -29,6 +28,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Callable, Iterable, Iterator
 
 from ..lifetime import die_with_parent
+from .spawning import decoder_context
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,8 @@ def _init_worker(parent_pid: int) -> None:
 
 
 class WorkerPool:
-    """A spawned process pool that can be replaced after a worker dies."""
+    """A spawned process pool that can be replaced after a worker dies. Its processes do
+    not re-run the user's main script (:mod:`.spawning`)."""
 
     def __init__(self, workers: int, *, max_restarts: int = MAX_RESTARTS):
         self.workers = workers
@@ -56,7 +57,7 @@ class WorkerPool:
         self._pool = self._start()
 
     def _start(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"),
+        return ProcessPoolExecutor(self.workers, mp_context=decoder_context(),
                                    initializer=_init_worker, initargs=(os.getpid(),))
 
     def submit(self, fn, *args) -> Future:
