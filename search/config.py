@@ -99,6 +99,10 @@ class Settings:
     library_roots: tuple[str, ...] = _setting(
         (), "Comma-separated library roots that POST /api/index may index.",
         env="CLIPSEARCH_LIBRARY_ROOTS", kind="list")
+    write_wait: float = _setting(
+        10.0, "Seconds a write over the API (indexing job, deletion, texts) waits for another "
+        "writer of the library (a job, a CLI index) before answering 409.",
+        env="CLIPSEARCH_WRITE_WAIT", kind="float")
 
     # ------------------------------------------------------------------
     @classmethod
@@ -148,6 +152,8 @@ def _parse(kind: str, raw: str, name: str) -> Any:
     try:
         if kind == "int":
             return int(raw)
+        if kind == "float":
+            return float(raw)
         if kind == "bool":
             low = raw.strip().lower()
             if low in ("1", "true", "yes", "on"):

@@ -4,6 +4,9 @@ half of a test is skipped locally and fails under CI."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
@@ -29,3 +32,25 @@ def pg_url() -> str:
 def db_url_for(kind: str, data_dir) -> str | None:
     """``None`` (the default SQLite file in ``data_dir``) or the PostgreSQL URL."""
     return None if kind == "sqlite" else pg_url()
+
+
+HOLDER_SCRIPT = textwrap.dedent("""
+    import sys, time
+    from search.store import Store
+    from search.writer import WriterLock
+    store = Store(sys.argv[1])
+    with WriterLock(store).hold("test holder", roots=["/photos/a"]):
+        print("held", flush=True)
+        time.sleep(float(sys.argv[2]))
+    print("released", flush=True)
+""")
+
+
+def other_holder(url: str, seconds: float = 60.0) -> subprocess.Popen:
+    """A separate process holding the writer lock of ``url`` for ``seconds``."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER_SCRIPT, url, str(seconds)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    assert line.strip() == "held", proc.stderr.read()
+    return proc

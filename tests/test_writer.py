@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 
 import numpy as np
 import pytest
 from conftest import build_settings
-from stores import db_url_for
+from stores import db_url_for, other_holder
 
 from search.corpus import add_texts, remove_texts
 from search.library import Library
@@ -25,31 +22,11 @@ from search.store import Store
 from search.writer import GRACE, META_KEY, Holder, Stopped, WriterBusy, WriterLock
 
 KINDS = ["sqlite", "postgresql"]
-HOLDER_SCRIPT = textwrap.dedent("""
-    import sys, time
-    from search.store import Store
-    from search.writer import WriterLock
-    store = Store(sys.argv[1])
-    with WriterLock(store).hold("test holder", roots=["/photos/a"]):
-        print("held", flush=True)
-        time.sleep(float(sys.argv[2]))
-    print("released", flush=True)
-""")
 
 
 @pytest.fixture(params=KINDS)
 def url(request, tmp_path):
     return db_url_for(request.param, tmp_path) or f"sqlite:///{tmp_path}/data/clipsearch.db"
-
-
-def other_holder(url: str, seconds: float = 60.0) -> subprocess.Popen:
-    """A separate process holding the writer lock of ``url`` for ``seconds``."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER_SCRIPT, url, str(seconds)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    line = proc.stdout.readline()
-    assert line.strip() == "held", proc.stderr.read()
-    return proc
 
 
 def test_a_second_writer_is_refused_naming_the_holder(url):

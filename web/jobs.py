@@ -8,7 +8,7 @@ of the store, so any worker answers ``GET /api/jobs/ID``.
 
 One writer at a time per store: the job's thread takes the store's writer lock
 (:mod:`search.writer`) before its row is created, and the request that started it
-waits for that (up to ``WRITE_WAIT``): another job in any worker, a CLI ``index`` or a
+waits for that (up to the ``write_wait`` setting): another job in any worker, a CLI ``index`` or a
 deletion elsewhere makes it a 409 naming the holder. A row is *live* while queued or
 running and its heartbeat (``updated_at``, touched every few seconds by the owning
 process) is recent; a row whose process died is reported as failed (and any live-looking
@@ -40,7 +40,6 @@ HEARTBEAT_SECONDS = 5.0
 STALE_SECONDS = 60.0
 PROGRESS_EVERY = 0.5  # seconds between progress writes within one phase
 LIVE_STATES = ("queued", "running")
-WRITE_WAIT = 10.0  # seconds a write waits for another writer (a job, the CLI) before 409
 
 
 def public_summary(summary: dict, roots: list[str]) -> dict:
@@ -87,7 +86,7 @@ class JobRunner:
         returns its id once its thread holds the writer lock.
 
         Raises Conflict when this process runs a job, WriterBusy (a Conflict naming the
-        holder) when another writer keeps the store longer than ``WRITE_WAIT``."""
+        holder) when another writer keeps the store longer than the ``write_wait`` setting."""
         self._store()  # a 503 here, not in the thread
         with self._lock:
             if self._thread is not None and self._thread.is_alive():
@@ -96,7 +95,8 @@ class JobRunner:
             started = threading.Event()
             outcome: dict = {}
             self._thread = threading.Thread(
-                target=self._run, args=(root, retry_skipped, WRITE_WAIT, started, outcome),
+                target=self._run, args=(root, retry_skipped, self.runtime.settings.write_wait,
+                                      started, outcome),
                 name="index-job", daemon=True)
             self._thread.start()
             started.wait()

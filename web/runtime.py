@@ -10,8 +10,8 @@ request.
 
 Writes (deletions, text changes, indexing jobs) hold the store's writer lock
 (:mod:`search.writer`), shared with every other worker, the CLI and other machines;
-a write waits up to :data:`WRITE_WAIT` seconds for another writer, then answers 409
-naming it. Searches never take it.
+a write waits up to ``settings.write_wait`` seconds (CLIPSEARCH_WRITE_WAIT) for another
+writer, then answers 409 naming it. Searches never take it.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from search.errors import SearchError
 from search.service import SearchService
 
 from .auth import RateLimiter
-from .jobs import WRITE_WAIT, JobRunner
+from .jobs import JobRunner
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +95,11 @@ class Runtime:
 
     # -- writes -----------------------------------------------------------------
     @contextmanager
-    def write_lock(self, what: str = "a write over the API", *, wait: float = WRITE_WAIT):
+    def write_lock(self, what: str = "a write over the API", *, wait: float | None = None):
         """Hold the store's writer lock (across processes and machines); WriterBusy, a
-        Conflict (409) naming the holder, when another writer keeps it longer than ``wait``."""
+        Conflict (409) naming the holder, when another writer keeps it longer than ``wait``
+        (default: the ``write_wait`` setting)."""
+        wait = self.settings.write_wait if wait is None else wait
         with self.service().library.writer.hold(what, wait=wait):
             yield
 
