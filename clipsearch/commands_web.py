@@ -54,7 +54,9 @@ def _prepare_demo(settings, gallery: str, images: int) -> None:
     import sys
 
     from search.errors import SearchError
+    from search.lifetime import die_with_parent
 
+    die_with_parent()  # a killed `clipsearch demo` takes its preparation with it
     try:
         _write_and_index(settings, gallery, images)
     except SearchError as e:

@@ -33,6 +33,7 @@ from .library import Library
 from .options import FILTER_KEYS, OPTION_KEYS, parse_options, run_search
 from .schema import STATUS_INDEXED, item_dict
 from .service import Page, SearchService, Term
+from .writer import GRACE
 
 
 def open(data_dir: str | os.PathLike, **settings: Any) -> "Collection":  # noqa: A001
@@ -72,15 +73,24 @@ class Collection:
 
     # -- indexing -----------------------------------------------------------
     def index(self, paths: Sequence[str | os.PathLike], *, reembed: bool = False,
-              progress: Callable[[Progress], None] | None = None) -> Summary:
+              retry_skipped: bool = False, wait: bool = False,
+              progress: Callable[[Progress], None] | None = None,
+              should_stop: Callable[[], bool] | None = None) -> Summary:
         """Index (again: only what changed) the folders ``paths``.
 
         Returns the :class:`~search.ingest.summary.Summary` (added, updated, moved,
         removed, unchanged, skipped files with reasons). Files that cannot be decoded
-        are skipped with their reason; the rest are indexed. Raises FileNotFoundError or
-        NotADirectoryError for a path that is not a folder."""
+        are skipped with their reason; the rest are indexed. ``retry_skipped``: read
+        skipped files again even if unchanged. Only one writer works on a library at a
+        time: another one (a CLI job, a server's job or deletion) makes this raise
+        :class:`~search.writer.WriterBusy` naming it, or, with ``wait``, wait for it.
+        ``should_stop``: polled; once true the run commits what is complete and returns
+        (``summary.interrupted``). Raises FileNotFoundError or NotADirectoryError for a
+        path that is not a folder."""
         job = IndexJob(self.library, self.encoder, self.settings, progress=progress,
-                       reembed=reembed)
+                       reembed=reembed, retry_skipped=retry_skipped,
+                       wait=None if wait else GRACE, should_stop=should_stop,
+                       what="Python API index()")
         summary = job.run([os.fspath(p) for p in paths])
         self.service.forget_roots()
         return summary

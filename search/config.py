@@ -122,6 +122,10 @@ class Settings:
     library_roots: tuple[str, ...] = _setting(
         (), "Comma-separated library roots that POST /api/index may index.",
         env="CLIPSEARCH_LIBRARY_ROOTS", kind="list")
+    write_wait: float = _setting(
+        10.0, "Seconds a write over the API (indexing job, deletion, texts) waits for another "
+        "writer of the library (a job, a CLI index) before answering 409.",
+        env="CLIPSEARCH_WRITE_WAIT", kind="float")
 
     # ------------------------------------------------------------------
     @classmethod
@@ -167,13 +171,19 @@ class Settings:
         return os.path.join(self.data_dir, "cache")
 
 
+#: Float settings where 0 is meaningful.
+ZERO_ALLOWED = frozenset({"CLIPSEARCH_WRITE_WAIT"})
+
+
 def _parse(kind: str, raw: str, name: str) -> Any:
     try:
         if kind == "int":
             return int(raw)
         if kind == "float":
             value = float(raw)
-            if not value > 0 or value == float("inf"):
+            # every float setting is a rate or a duration: finite, and 0 only where it
+            # means "none" (CLIPSEARCH_WRITE_WAIT=0: do not wait)
+            if not (value > 0 or (value == 0 and name in ZERO_ALLOWED)) or value == float("inf"):
                 raise ValueError(raw)
             return value
         if kind == "bool":

@@ -10,6 +10,12 @@ The relevance cut-off's state lives here too (:mod:`search.relevance`): the mode
 calibration and, per table, a random sample of the collection's vectors, kept as
 ``DATA_DIR/index/TABLE.sample.npz`` next to the index files and renewed on save when the
 collection has changed by more than a tenth.
+
+Writes hold the store's writer lock (:mod:`search.writer`): :meth:`delete_items`,
+:meth:`save` and the jobs and corpus changes built on them. A reader that repairs an
+index while loading it writes the repaired file only if the lock is free at that
+moment (and then compares with the store again under it); otherwise the repair stays
+in memory and a writer saves it later.
 """
 from __future__ import annotations
 
@@ -27,12 +33,24 @@ from .errors import IndexMismatch, ModelMismatch
 from .index import LargeIndex, VectorIndex, base_root, choose_kind, load_index
 from .segments import segment_ids_of
 from .store import Store
+from .writer import WriterLock
 
 log = logging.getLogger(__name__)
 
 #: One FAISS index per vector table: images, texts, and the segments (moments) of videos,
 #: each its own id space (a segment id is not an item id).
 TABLES = ("images", "texts", "segments")
+
+
+class SaveStopped(Exception):
+    """A stop was requested while an index was being rebuilt for saving."""
+
+
+def _until_stopped(chunks, should_stop):
+    for chunk in chunks:
+        if should_stop is not None and should_stop():
+            raise SaveStopped()
+        yield chunk
 
 
 @dataclass
@@ -71,6 +89,7 @@ class Library:
         os.makedirs(settings.data_dir, exist_ok=True)
         os.makedirs(settings.index_dir, exist_ok=True)
         self.store = store or Store(settings.database_url)
+        self.writer = WriterLock(self.store)
         self.indexes: dict[str, VectorIndex | None] = {t: None for t in TABLES}
         self._lock = threading.RLock()
         self._loaded_stamp: dict[str, float | None] = {t: None for t in TABLES}
@@ -161,27 +180,36 @@ class Library:
         if problem:
             log.warning("%s index: %s; rebuilding from the store", table, problem)
             index = None
-        stored = self.store.vector_ids(table)
         if index is None:
-            if not len(stored):
+            if not len(self.store.vector_ids(table)):
                 self._loaded_stamp[table] = stamp
                 return None
             index = self._rebuild(table)
-            self._save_one(table, index)
-            return index
-        held = index.ids()
-        missing, extra = np.setdiff1d(stored, held), np.setdiff1d(held, stored)
-        if len(missing) or len(extra):
-            log.warning("%s index out of date: %d to add, %d to remove; repairing from the store",
-                        table, len(missing), len(extra))
-            if len(extra):
-                index.remove(extra)
-            for ids, vecs in self.store.iter_vectors(table, ids=missing):
-                index.add(ids, vecs)
-            self._save_one(table, index)
-        else:
+        elif not self._sync(table, index):
             self._loaded_stamp[table] = stamp
+            return index
+        with self.writer.try_hold(f"saving the repaired {table} index") as free:
+            if free:  # no writer can change the store now: compare again, then save
+                self._sync(table, index)
+                self._save_one(table, index)
+            else:
+                log.info("%s index repaired in memory; a writer is busy and will save it", table)
+                self._loaded_stamp[table] = stamp
         return index
+
+    def _sync(self, table: str, index) -> bool:
+        """Bring ``index`` in line with the store's ids; whether anything changed."""
+        stored, held = self.store.vector_ids(table), index.ids()
+        missing, extra = np.setdiff1d(stored, held), np.setdiff1d(held, stored)
+        if not len(missing) and not len(extra):
+            return False
+        log.warning("%s index out of date: %d to add, %d to remove; repairing from the store",
+                    table, len(missing), len(extra))
+        if len(extra):
+            index.remove(extra)
+        for ids, vecs in self.store.iter_vectors(table, ids=missing):
+            index.add(ids, vecs)
+        return True
 
     def reload_if_changed(self) -> None:
         """Reload indexes another process has saved since we loaded them (cheap stat)."""
@@ -203,7 +231,7 @@ class Library:
             return "ondisk" if LargeIndex.trainable(n) else "flat"
         return None
 
-    def _rebuild(self, table: str) -> VectorIndex | LargeIndex:
+    def _rebuild(self, table: str, should_stop=None) -> VectorIndex | LargeIndex:
         stored = self.store.vector_ids(table)
         first = next(self.store.iter_vectors(table, ids=stored[:1]), None)
         kind = None
@@ -211,11 +239,11 @@ class Library:
             kind = self._wanted_kind(len(stored), first[1].shape[1])
         kind = kind or self.settings.index_type
         if kind == "ondisk" and first is not None:
-            return self._build_large(table, stored, first[1].shape[1])
+            return self._build_large(table, stored, first[1].shape[1], should_stop)
         if kind == "ondisk":
             kind = "flat"       # nothing stored: nothing to train on
         ids_parts, vec_parts = [], []
-        for ids, vecs in self.store.iter_vectors(table):
+        for ids, vecs in _until_stopped(self.store.iter_vectors(table), should_stop):
             ids_parts.append(ids)
             vec_parts.append(vecs)
         ids = np.concatenate(ids_parts)
@@ -225,7 +253,8 @@ class Library:
                                  memory_budget_mb=self.settings.memory_budget_mb,
                                  use_gpu=self.settings.use_gpu)
 
-    def _build_large(self, table: str, stored: np.ndarray, dim: int) -> LargeIndex:
+    def _build_large(self, table: str, stored: np.ndarray, dim: int,
+                     should_stop=None) -> LargeIndex:
         """Build the ondisk kind from the store without holding the collection in memory:
         a random sample of ids for training, then one streaming pass, shard by shard."""
         layout = self.settings.ondisk_layout
@@ -234,7 +263,8 @@ class Library:
         sample = np.concatenate([v for _, v in self.store.iter_vectors(table, ids=pick)])
         log.info("building %s index (ondisk, nlist=%d) over %d vectors, trained on %d",
                  table, nlist, len(stored), len(sample))
-        return LargeIndex.build(dim, sample=sample, chunks=self.store.iter_vectors(table),
+        chunks = _until_stopped(self.store.iter_vectors(table), should_stop)
+        return LargeIndex.build(dim, sample=sample, chunks=chunks,
                                 root=base_root(self.index_path(table)), n=len(stored),
                                 layout=layout)
 
@@ -253,23 +283,31 @@ class Library:
                 raise ModelMismatch(f"{table} index has dimension {idx.dim}, vectors have {dim}")
             return idx
 
-    def save(self) -> None:
-        """Write every in-memory index atomically; switch kind first if `auto` asks for it."""
-        with self._lock:
+    def save(self, *, should_stop=None) -> None:
+        """Write every in-memory index atomically (holding the writer lock); switch kind
+        first if `auto` asks for it. Once ``should_stop()`` is true, kind switches and
+        compactions are left to the next save (one under way is abandoned) and each index
+        is written as it is."""
+        with self.writer.hold("saving the index files"), self._lock:
             for table in TABLES:
                 idx = self.indexes[table]
                 if idx is None:
                     continue
-                want = self._wanted_kind(len(idx), idx.dim)
-                if want is not None and want != idx.kind:
-                    log.info("%s index: %d vectors, switching %s -> %s", table, len(idx),
-                             idx.kind, want)
-                    idx = self._rebuild(table)
-                    self.indexes[table] = idx
-                elif getattr(idx, "needs_compaction", False):
-                    log.info("%s index: rebuilding the ondisk base (%r)", table, idx)
-                    idx = self._rebuild(table)
-                    self.indexes[table] = idx
+                stopping = should_stop is not None and should_stop()
+                want = None if stopping else self._wanted_kind(len(idx), idx.dim)
+                try:
+                    if want is not None and want != idx.kind:
+                        log.info("%s index: %d vectors, switching %s -> %s", table, len(idx),
+                                 idx.kind, want)
+                        idx = self._rebuild(table, should_stop)
+                        self.indexes[table] = idx
+                    elif getattr(idx, "needs_compaction", False) and not stopping:
+                        log.info("%s index: rebuilding the ondisk base (%r)", table, idx)
+                        idx = self._rebuild(table, should_stop)
+                        self.indexes[table] = idx
+                except SaveStopped:
+                    log.warning("%s index: stop requested; its rebuild is left to the next "
+                                "save", table)
                 self._save_one(table, idx)
             self._relevance_state(renew=True)
 
@@ -280,17 +318,20 @@ class Library:
         if not isinstance(idx, LargeIndex) and os.path.isdir(base_root(path)):
             shutil.rmtree(base_root(path), ignore_errors=True)   # left by an ondisk index
 
-    def delete_items(self, ids) -> tuple[list[int], list[int]]:
-        """Remove items from the library: their rows, vectors and sidecar captions in one
-        transaction, then their ids from the in-memory indexes. Returns ``(item ids, text ids)`` removed. Index files are not
+    def delete_items(self, ids, *, wait: float | None = 0.0) -> tuple[list[int], list[int]]:
+        """Remove items from the library, holding the writer lock (``wait`` as in
+        :meth:`search.writer.WriterLock.hold`; WriterBusy when it stays taken): their rows,
+        vectors, moments and sidecar captions in one transaction, then their ids from the
+        in-memory indexes. Returns ``(item ids, text ids)`` removed. Index files are not
         written here (:meth:`save`); a crash before that is repaired from the store on the
         next load."""
-        with self.store.session() as s:
-            segment_ids = segment_ids_of(s, ids)
-            item_ids, text_ids = self.store.delete_items_with_captions(ids, session=s)
-        self.forget_ids("images", item_ids)
-        self.forget_ids("texts", text_ids)
-        self.forget_ids("segments", segment_ids)
+        with self.writer.hold("deleting items", wait=wait):
+            with self.store.session() as s:
+                segment_ids = segment_ids_of(s, ids)
+                item_ids, text_ids = self.store.delete_items_with_captions(ids, session=s)
+            self.forget_ids("images", item_ids)
+            self.forget_ids("texts", text_ids)
+            self.forget_ids("segments", segment_ids)
         return item_ids, text_ids
 
     def forget_ids(self, table: str, ids) -> None:

@@ -14,6 +14,7 @@ SQLAlchemy URL otherwise (PostgreSQL is tested).
 """
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -120,8 +121,20 @@ class Store:
             return row.value if row else None
 
     def set_meta(self, key: str, value: str) -> None:
+        """Insert or replace in one statement: processes opening a new store together (two
+        web workers binding the model) must not collide on the key."""
+        name = self.engine.dialect.name
         with self.session() as s:
-            s.merge(MetaEntry(key=key, value=value))
+            if name in ("sqlite", "postgresql"):
+                dialect = importlib.import_module(f"sqlalchemy.dialects.{name}")
+                s.execute(dialect.insert(MetaEntry).values(key=key, value=value)
+                          .on_conflict_do_update(index_elements=["key"], set_={"value": value}))
+            else:
+                s.merge(MetaEntry(key=key, value=value))
+
+    def delete_meta(self, key: str) -> None:
+        with self.session() as s:
+            s.execute(delete(MetaEntry).where(MetaEntry.key == key))
 
     def model_identity(self) -> dict | None:
         raw = self.get_meta("model")

@@ -106,3 +106,33 @@ def test_bad_queries_raise_typed_errors(opened):
         library.search("x", colour="red")
     with pytest.raises(search.SearchError):
         library.search("x", captured_after="yesterday")
+
+
+def test_a_script_without_a_main_guard_runs_once_with_decoder_processes(tmp_path, tiny_model):
+    """Decoder processes do not import the user's main script (search/ingest/spawning.py):
+    a script that indexes at top level, with no ``if __name__ == "__main__":``, runs its
+    body once and indexes with two decoder processes (plain ``spawn`` re-ran it in each)."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(12):
+        rng = np.random.default_rng(i)
+        Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(
+            photos / f"{i}.png")
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "import os, sys\n"
+        "import search\n"
+        "print('body', os.getpid(), flush=True)\n"
+        f"lib = search.open({str(tmp_path / 'data')!r}, model={tiny_model!r}, "
+        "pretrained='none', device='cpu', workers=2)\n"
+        f"summary = lib.index([{str(photos)!r}])\n"
+        "print('added', summary.added, flush=True)\n"
+        "lib.close()\n", encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": os.path.abspath(ROOT)}
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert [ln.split()[0] for ln in lines] == ["body", "added"], proc.stdout
+    assert lines[-1] == "added 12"
+    assert "a decoder process died" not in proc.stderr

@@ -17,7 +17,8 @@ from .api.common import MAX_PARTS
 from .items import THUMB_SIZES
 from .openapi_components import (IMAGE_PART, IMAGE_TYPES, READ, SEARCH_ERRORS, WHITESPACE, WRITE,
                                  errors, form_props, id_param, ok, query_param, query_params, ref,
-                                 schemas, security_schemes, text)
+                                 security_schemes, text)
+from .openapi_schemas import schemas
 from .sessions import SESSION_COOKIE, SESSION_MAX_AGE
 
 VERSION = "1.0.0"
@@ -172,7 +173,12 @@ def _paths() -> dict:
                                     "properties": {"root": {
                                         "type": "string", "maxLength": 4096,
                                         "pattern": ROOT_PATTERN,
-                                        "description": "Absolute folder path on the server."}}}}}},
+                                        "description": "Absolute folder path on the server."},
+                                        "retry_skipped": {
+                                            "type": "boolean", "default": False,
+                                            "description": "Read files skipped before again "
+                                            "even when unchanged (after raising the pixel "
+                                            "limit or installing pillow-heif)."}}}}}},
                      "responses": {"202": {
                          "description": "Job started; poll the Location.",
                          "headers": {"Location": {"schema": {"type": "string"}}},

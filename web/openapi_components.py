@@ -9,7 +9,7 @@ enforces them, so the document cannot promise bounds the API does not apply.
 from __future__ import annotations
 
 from search.options import (DATE_PATTERN, FORMAT_ALIASES, FORMAT_PATTERN, MAX_FORMAT_CHARS,
-                            MAX_PREFIX_CHARS, MAX_TERMS, MAX_TEXT_CHARS, PATH_PREFIX_PATTERN)
+                            MAX_PREFIX_CHARS, PATH_PREFIX_PATTERN)
 from search.ranking import DATE_WINDOW, MAX_DATE_WINDOW, MODES
 from search.service import MAX_K, MAX_OFFSET
 
@@ -21,7 +21,7 @@ def ref(name: str) -> dict:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _nullable(schema: dict) -> dict:
+def nullable(schema: dict) -> dict:
     return {**schema, "nullable": True}
 
 
@@ -30,7 +30,8 @@ ERRORS = {
     401: "An API key is required (Authorization: Bearer KEY).",
     403: "The API key is not valid, or the operation is not allowed.",
     404: "No such item, job or route (also: a file outside its library root).",
-    409: "Another write or indexing job is in progress.",
+    409: "Another writer (an indexing job, a deletion, a CLI index) holds the library; "
+         "the message names it.",
     413: "The request body is larger than the upload limit.",
     414: "The URL is longer than the HTTP server (or a proxy) accepts, answered by it in "
          "HTML: send long queries in a POST body (POST /api/search).",
@@ -165,7 +166,7 @@ FILTER_PROPS = {
 }
 
 
-def _options(texts: bool) -> dict:
+def option_props(texts: bool) -> dict:
     return {**(TEXT_OPTION_PROPS if texts else OPTION_PROPS), **FILTER_PROPS}
 
 
@@ -173,7 +174,7 @@ def query_params(*, texts: bool = False) -> list[dict]:
     """The search options and filters as query parameters (``format`` repeatable);
     ``texts``: of a search for texts (sort by score only)."""
     out = []
-    for name, schema in _options(texts).items():
+    for name, schema in option_props(texts).items():
         schema = dict(schema)
         desc = schema.pop("description", name)
         if name == "format":
@@ -188,192 +189,10 @@ def form_props(*, texts: bool = False) -> dict:
     """The multipart form of an image search: the image and the options as parts."""
     props = {"image": {**IMAGE_PART, "description": "The query image (JPEG, PNG, WebP, GIF, "
                                                     "BMP, TIFF; HEIF/AVIF with pillow-heif)."}}
-    for name, schema in _options(texts).items():
+    for name, schema in option_props(texts).items():
         props[name] = (FORMAT_VALUE if name == "format"
                        else {k: v for k, v in schema.items() if k != "description"})
     return props
-
-
-def _term(kind: str, schema: dict) -> dict:
-    return {"type": "object", "required": [kind], "additionalProperties": False,
-            "properties": {kind: schema, "weight": {"type": "number", "minimum": -100,
-                                                    "maximum": 100, "default": 1}}}
-
-
-def schemas(vector_dim: int | None = None) -> dict:
-    """``components.schemas``: bodies of requests and responses, by name. ``vector_dim``:
-    the model's dimension, the exact length of a raw query vector (unknown: 1 to 4096)."""
-    nint = _nullable({"type": "integer"})
-    nstr = _nullable({"type": "string"})
-    item_props = {
-        "id": {"type": "integer", "format": "int64"},
-        "name": {"type": "string", "description": "File name."},
-        "path": {"type": "string", "description": "Path relative to its library root."},
-        "width": nint, "height": nint, "format": nstr,
-        "size": {"type": "integer", "description": "File size in bytes."},
-        "captured_at": _nullable({"type": "string", "description": "ISO 8601, camera time."}),
-        "camera": nstr, "lens": nstr, "description": nstr,
-        "keywords": _nullable({"type": "string", "description": "'; '-separated."}),
-        "thumbnail_url": {"type": "string", "description": "Of a video hit: the frame of "
-                                                           "its best moment."},
-        "file_url": {"type": "string"},
-        "media": {"type": "string", "enum": ["image", "video"]},
-        "duration": _nullable({"type": "number", "description": "Seconds (videos)."}),
-        "codec": nstr,
-        "rotation": _nullable({"type": "integer", "description":
-                               "Display rotation of a video, degrees counterclockwise."}),
-    }
-    moment = {"type": "object", "required": ["id", "t_start", "t_end", "t_rep",
-                                              "thumbnail_url", "play_url"],
-              "properties": {"id": {"type": "integer", "format": "int64",
-                                    "description": "Moment id (a query term: moment_id)."},
-                             "t_start": {"type": "number"}, "t_end": {"type": "number"},
-                             "t_rep": {"type": "number",
-                                       "description": "Time of its representative frame."},
-                             "score": {"type": "number"}, "thumbnail_url": {"type": "string"},
-                             "play_url": {"type": "string",
-                                          "description": "file_url#t=t_start"}}}
-    video_hit = {"t_start": {"type": "number", "description": "Best moment: start, seconds."},
-                 "t_end": {"type": "number"}, "moment": ref("Moment"),
-                 "moments": {"type": "array", "items": ref("Moment"), "description":
-                             "Other matching moments of the same video (up to 3)."},
-                 "play_url": {"type": "string"}}
-    timings = {"type": "object", "additionalProperties": {"type": "number"},
-               "description": "Milliseconds: encode, search, fetch, total."}
-
-    relevance = {"type": "object", "required": ["requested", "applied", "kept", "cut"],
-                 "properties": {
-                     "requested": {"type": "string", "description": "auto, off or the number."},
-                     "applied": {"type": "boolean", "description": "A cut was made."},
-                     "threshold": _nullable({"type": "number", "description":
-                                             "This query's cosine cut-off."}),
-                     "kept": {"type": "integer", "description": "Hits kept in all pages."},
-                     "cut": {"type": "integer", "description":
-                             "Hits below the cut-off, shown by relevance=off."},
-                     "reason": _nullable({"type": "string", "description":
-                                          "Why auto cut nothing (e.g. no calibration)."}),
-                     "see_cut": _nullable({"type": "string"})}}
-
-    def page(items: dict) -> dict:
-        return {"type": "object", "required": ["results", "offset", "k", "has_more", "mode",
-                                               "relevance", "timings_ms"],
-                "properties": {"results": {"type": "array", "items": items},
-                               "offset": {"type": "integer"}, "k": {"type": "integer"},
-                               "has_more": {"type": "boolean"},
-                               "mode": {"type": "string", "enum": list(MODES)},
-                               "relevance": _nullable(relevance), "timings_ms": timings}}
-
-    filters = {"type": "object", "additionalProperties": False, "properties": FILTER_PROPS}
-    lengths = ({"minItems": vector_dim, "maxItems": vector_dim} if vector_dim
-               else {"minItems": 1, "maxItems": 4096})
-    terms = [_term("text", text(MAX_TEXT_CHARS)),
-             _term("item_id", {"type": "integer", "format": "int64", "minimum": 1}),
-             _term("moment_id", {"type": "integer", "format": "int64", "minimum": 1,
-                                 "description": "A moment of a video: more like it."}),
-             _term("vector", {"type": "array", **lengths,
-                              "items": {"type": "number", "minimum": -1e30, "maximum": 1e30},
-                              "description": "Raw query vector of the model's dimension; "
-                                             "only its direction counts (all zeros: no "
-                                             "direction, it adds nothing)."})]
-
-    def combined(term: str) -> dict:
-        """Images (the default target; sort by score or date) or texts (sort by score)."""
-        def variant(target: str, texts: bool, required: list[str]) -> dict:
-            return {"type": "object", "required": required, "additionalProperties": False,
-                    "properties": {"terms": {"type": "array", "minItems": 1,
-                                             "maxItems": MAX_TERMS, "items": ref(term)},
-                                   **(TEXT_OPTION_PROPS if texts else OPTION_PROPS),
-                                   "filters": filters,
-                                   "target": {"type": "string", "enum": [target]}}}
-        return {"description": "target 'images' (the default) or 'texts'; texts sort by "
-                               "score only and ignore the filters.",
-                "oneOf": [variant("images", False, ["terms"]),
-                          variant("texts", True, ["terms", "target"])]}
-
-    def by_item(texts: bool) -> dict:
-        return {"type": "object", "required": ["item_id"], "additionalProperties": False,
-                "properties": {"item_id": {"type": "integer", "format": "int64", "minimum": 1},
-                               **_options(texts)},
-                "description": "Search by an indexed item, with options and filters."}
-    return {
-        "Error": {"type": "object", "required": ["error"],
-                  "properties": {"error": {"type": "string"}}},
-        "ItemHit": {"type": "object", "required": ["score", "rank_score", "matched",
-                                                   *item_props],
-                    "description": "An image, or a video with its best moment (t_start, "
-                                   "t_end, moment, moments).",
-                    "properties": {**item_props, "score": {
-                        "type": "number", "description": "Cosine similarity to the query "
-                                                         "(of a video: its best moment's)."},
-                        "rank_score": _nullable({"type": "number", "description":
-                                                 "What ordered the hit: cosine (vector), "
-                                                 "BM25 (keyword) or fused RRF (hybrid)."}),
-                        "matched": _nullable({
-                            "type": "object", "description": "Query words found in the "
-                            "item's words, by field: name, caption, metadata, text.",
-                            "additionalProperties": {"type": "array",
-                                                     "items": {"type": "string"}}}),
-                        **video_hit}},
-        "Moment": moment,
-        "Moments": {"type": "object", "required": ["item_id", "media", "moments"],
-                    "properties": {"item_id": {"type": "integer", "format": "int64"},
-                                   "media": {"type": "string"},
-                                   "duration": _nullable({"type": "number"}),
-                                   "moments": {"type": "array", "items": ref("Moment")},
-                                   "at": ref("Moment")}},
-        "TextHit": {"type": "object", "required": ["id", "score", "text", "source", "item_id"],
-                    "properties": {"id": {"type": "integer", "format": "int64"},
-                                   "score": {"type": "number"}, "text": {"type": "string"},
-                                   "source": {"type": "string"},
-                                   "item_id": _nullable({"type": "integer", "format": "int64"})}},
-        "Item": {"type": "object", "required": [*item_props, "texts"],
-                 "properties": {**item_props,
-                                "moments": {"type": "array", "items": ref("Moment"),
-                                            "description": "A video's moments, in order."},
-                                "texts": {"type": "array", "items": ref("TextHit"),
-                                          "description": "The 5 nearest texts of the corpus."}}},
-        "ImagePage": page(ref("ItemHit")),
-        "TextPage": page(ref("TextHit")),
-        "AnyPage": page({"anyOf": [ref("ItemHit"), ref("TextHit")]}),
-        "Filters": filters,
-        "ByItem": by_item(False),
-        "ByItemForTexts": by_item(True),
-        "Term": {"description": "Exactly one of text, item_id, vector, moment_id; negative "
-                                "weights subtract.", "oneOf": terms},
-        "UploadTerm": {"description": "A Term, or an image term naming an uploaded file part.",
-                       "oneOf": [*terms, _term("image", text(
-                           200, description="Name of another part of this multipart request, "
-                                            "holding the image."))]},
-        "CombinedQuery": combined("Term"),
-        "CombinedUploadQuery": combined("UploadTerm"),
-        "Job": {"type": "object",
-                "required": ["id", "roots", "state", "progress", "summary", "error"],
-                "properties": {
-                    "id": {"type": "integer"}, "roots": {"type": "array",
-                                                         "items": {"type": "string"}},
-                    "state": {"type": "string", "enum": ["queued", "running", "done", "failed"]},
-                    "progress": {"type": "object", "properties": {
-                        "phase": nstr, "done": {"type": "integer"}, "total": {"type": "integer"},
-                        "rate": {"type": "number"}, "eta": _nullable({"type": "number"})}},
-                    "summary": _nullable({"type": "object"}), "error": nstr,
-                    "created_at": nstr, "updated_at": nstr}},
-        "Session": {"type": "object", "required": ["active", "expires_at", "key_required"],
-                    "properties": {
-                        "active": {"type": "boolean",
-                                   "description": "A valid session cookie was sent."},
-                        "expires_at": _nullable({"type": "integer", "description":
-                                                 "Its expiry, in Unix seconds."}),
-                        "key_required": {"type": "boolean", "description":
-                                         "Reads need a key or a session on this server."}}},
-        "Health": {"type": "object", "required": ["status", "images", "texts", "model"],
-                   "properties": {"status": {"type": "string", "enum": ["ok"]},
-                                  "images": {"type": "integer"}, "texts": {"type": "integer"},
-                                  "model": {"type": "object", "properties": {
-                                      "name": {"type": "string"},
-                                      "pretrained": {"type": "string"},
-                                      "dim": {"type": "integer"}}},
-                                  "index": {"type": "object"}}},
-    }
 
 
 def security_schemes() -> dict:

@@ -12,6 +12,11 @@ Forwarded headers are judged by the app alone (``trusted_proxies``, Werkzeug's
 a request counts as HTTPS (``Secure`` cookies) never depends on gunicorn's default
 of trusting 127.0.0.1.
 
+Workers die with the master: each calls :func:`search.lifetime.die_with_parent` right
+after the fork (the master forks from its main thread), so a master killed by SIGKILL or
+the OOM killer takes its workers (and their decoder processes) with it at once, instead of
+leaving them serving until gunicorn's own parent check notices.
+
 With several gunicorn workers, Prometheus metrics need a shared folder
 (``PROMETHEUS_MULTIPROC_DIR``); it is created here before any worker starts,
 unless the environment already names one, and removed when the server exits.
@@ -89,6 +94,10 @@ def _serve_gunicorn(settings: Settings, *, threads: int, access_log: bool) -> No
         prom_dir = tempfile.mkdtemp(prefix="clipsearch-prometheus-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = prom_dir  # read by workers' prometheus_client
 
+    def post_fork(server, worker):
+        from search.lifetime import die_with_parent
+        die_with_parent(server.pid)
+
     def child_exit(server, worker):
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             from prometheus_client import multiprocess
@@ -112,6 +121,7 @@ def _serve_gunicorn(settings: Settings, *, threads: int, access_log: bool) -> No
         "access_log_format": ACCESS_LOG_FORMAT,
         "errorlog": "-",
         "loglevel": "info",
+        "post_fork": post_fork,
         "child_exit": child_exit,
         "on_exit": on_exit,
         # X-Forwarded-* belong to the app's ProxyFix (CLIPSEARCH_TRUSTED_PROXIES), never to

@@ -88,10 +88,13 @@ def commit_checkpoint(library: Library, encoder, staged: list[tuple[Decoded, np.
             text_vecs.append(vec)
     # The transaction is durable; now the in-memory indexes follow.
     for dec, vec in staged:
+        old = states.get(dec.path)
         if vec is None:
             summary.skip(dec.path, dec.skip_reason)
-        elif dec.path not in states:
+        elif old is None:
             summary.added += 1
+        elif old.status == STATUS_SKIPPED:
+            summary.recovered += 1  # skipped before, indexed now (--retry-skipped, or edited)
         else:
             summary.updated += 1
         states[dec.path] = FileState(rows[dec.path].id, dec.path, dec.size, dec.mtime,

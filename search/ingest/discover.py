@@ -55,8 +55,11 @@ def _inside(path: str, root_real: str) -> bool:
     return path == root_real or path.startswith(root_real.rstrip(os.sep) + os.sep)
 
 
-def walk(root: str, extensions: frozenset[str] | None = None) -> Iterator[FoundFile]:
-    """Yield media files under ``root`` (absolute path), sorted per folder for determinism."""
+def walk(root: str, extensions: frozenset[str] | None = None, *,
+         passed_over: dict[str, int] | None = None) -> Iterator[FoundFile]:
+    """Yield media files (images and videos) under ``root`` (absolute path), sorted per
+    folder for determinism. ``passed_over["heif"]`` counts HEIC/HEIF files left out because
+    pillow-heif is missing."""
     exts = extensions or media_extensions()
     root = os.path.abspath(root)
     root_real = os.path.realpath(root)
@@ -90,7 +93,10 @@ def walk(root: str, extensions: frozenset[str] | None = None) -> Iterator[FoundF
                     continue
                 if not entry.is_file(follow_symlinks=True):
                     continue
-                if os.path.splitext(entry.name)[1].lower() not in exts:
+                ext = os.path.splitext(entry.name)[1].lower()
+                if ext not in exts:
+                    if ext in HEIF_EXTENSIONS and passed_over is not None:
+                        passed_over["heif"] = passed_over.get("heif", 0) + 1
                     continue
                 st = entry.stat(follow_symlinks=True)
             except OSError as e:

@@ -18,7 +18,7 @@ import numpy as np
 
 from .decode import Decoded
 from .discover import is_video_path
-from .embed import batch_encode, crashed_decode
+from .embed import StopCheck, batch_encode, crashed_decode
 from .segmenting import SEGMENT_VECTOR, Segmenter
 from .video_decode import ChunkResult, ChunkTask, VideoProbe, chunk_tasks, probe_file, run_task
 from .workers import CRASH_REASON, WorkerPool, window_map
@@ -64,16 +64,23 @@ def crashed_task(task):
 
 
 def _units(pool: WorkerPool | None, preprocess, paths: Sequence[str], *, window: int,
-           max_pixels: int, fps: float, max_seconds: float, block: int, segment_vector: str):
+           max_pixels: int, fps: float, max_seconds: float, block: int, segment_vector: str,
+           should_stop: StopCheck | None = None):
+    stop = should_stop or (lambda: False)
     if not any(is_video_path(p) for p in paths):  # images only: one stream, no blocks
         yield from window_map(pool, run_task, paths, window, preprocess, max_pixels,
-                              on_crash=crashed_task)
+                              on_crash=crashed_task, should_stop=should_stop)
         return
     for b in range(0, len(paths), block):
+        if stop():
+            return
         part = paths[b:b + block]
         videos = [p for p in part if is_video_path(p)]
         probes = dict(zip(videos, window_map(pool, probe_file, videos, window, max_pixels,
-                                             max_seconds, on_crash=crashed_probe)))
+                                             max_seconds, on_crash=crashed_probe,
+                                             should_stop=should_stop)))
+        if stop():  # the probes may have ended early: nothing of this block is complete
+            return
         tasks: list = []
         states: dict[str, _Video] = {}
         for p in part:
@@ -90,7 +97,7 @@ def _units(pool: WorkerPool | None, preprocess, paths: Sequence[str], *, window:
         # keeps the decoded frames waiting for the encoder to about window * 4 (~40 MB at 224 px).
         chunk_window = max(4, window // 8) if states else window
         for res in window_map(pool, run_task, tasks, chunk_window, preprocess, max_pixels,
-                              on_crash=crashed_task):
+                              on_crash=crashed_task, should_stop=should_stop):
             if not isinstance(res, ChunkResult):
                 yield res
                 continue
@@ -106,16 +113,18 @@ def _units(pool: WorkerPool | None, preprocess, paths: Sequence[str], *, window:
 
 def embed_media(pool: WorkerPool | None, encoder, paths: Sequence[str], *, batch_size: int,
                 max_pixels: int, window: int, fps: float, max_seconds: float,
-                block: int = BLOCK_FILES, segment_vector: str = SEGMENT_VECTOR
+                block: int = BLOCK_FILES, segment_vector: str = SEGMENT_VECTOR,
+                should_stop: StopCheck | None = None
                 ) -> Iterator[tuple[Decoded, np.ndarray | None]]:
     """Like :func:`.embed.embed_locally` for a mix of images and videos: ``(decoded,
     vector or None)`` in the order of ``paths``; a video's pair carries its moments in
     ``decoded.segments`` and its overall vector. ``segment_vector``: "mean" or
-    "representative" (see :mod:`.segmenting`)."""
+    "representative" (see :mod:`.segmenting`). Once ``should_stop()`` is true the stream
+    ends; a video whose moments are not all encoded yet is dropped with the rest."""
     units = _units(pool, encoder.preprocess, paths, window=window, max_pixels=max_pixels,
                    fps=fps, max_seconds=max_seconds, block=max(1, block),
-                   segment_vector=segment_vector)
-    for unit, vec in batch_encode(encoder, units, batch_size):
+                   segment_vector=segment_vector, should_stop=should_stop)
+    for unit, vec in batch_encode(encoder, units, batch_size, should_stop):
         if isinstance(unit, _Frame):
             if unit.video.error is None:
                 unit.video.segmenter.add(unit.t, unit.sig, vec)

@@ -132,6 +132,15 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def _allow_pillow(max_pixels: int) -> None:
+    """Pillow refuses images over twice its own ``MAX_IMAGE_PIXELS`` (89 MP) when opening
+    them; our limit (checked from the header below) must decide, also when raised above
+    that. Only ever raised, so other callers keep at least Pillow's default."""
+    current = Image.MAX_IMAGE_PIXELS
+    if current is not None and 2 * current < max_pixels:
+        Image.MAX_IMAGE_PIXELS = max_pixels // 2 + 1
+
+
 def decode_image(data: bytes, *, max_pixels: int, draft_size: int | None = None,
                  formats: frozenset[str] | None = None) -> DecodedImage:
     """Decode ``data`` safely.
@@ -143,6 +152,7 @@ def decode_image(data: bytes, *, max_pixels: int, draft_size: int | None = None,
     if not data:
         raise ImageError("empty file")
     allowed = formats or allowed_formats()
+    _allow_pillow(max_pixels)
     try:
         with warnings.catch_warnings():
             # Our own limit below decides; Pillow still errors above twice its default.

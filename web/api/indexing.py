@@ -2,7 +2,9 @@
 then follow it by id. The jobs themselves run in web/jobs.py.
 
 Both routes need a write key: a job reads folders of the server and writes the
-library, and its status names those folders.
+library, and its status names those folders. A job holds the store's writer lock: while
+another writer (a job in any worker, a CLI ``index``) holds it, starting one is a 409
+naming that writer.
 """
 from __future__ import annotations
 
@@ -27,10 +29,13 @@ def index_start():
     query_args()
     rt = current_runtime()
     body = json_body()
-    check_keys(body, ("root",), "the JSON body")
+    check_keys(body, ("root", "retry_skipped"), "the JSON body")
     if "root" not in body:
         raise BadRequest("give the folder to index as 'root'")
     root = str_param(body["root"], "root", 4096)
+    retry_skipped = body.get("retry_skipped", False)
+    if not isinstance(retry_skipped, bool):
+        raise BadRequest("retry_skipped must be true or false")
     if not os.path.isabs(root):
         raise BadRequest("root must be an absolute path")
     if not rt.settings.library_roots:
@@ -40,7 +45,7 @@ def index_start():
         raise Forbidden("root is not one of the configured library roots or inside one")
     if not os.path.isdir(real):
         raise NotFound("root is not an existing folder")
-    job_id = rt.jobs.start(real)
+    job_id = rt.jobs.start(real, retry_skipped=retry_skipped)
     resp = jsonify({"job_id": job_id})
     resp.status_code = 202
     resp.headers["Location"] = f"/api/jobs/{job_id}"

@@ -50,7 +50,7 @@ def item_delete(item_id: int):
     query_args()
     rt = current_runtime()
     library = rt.service().library
-    with rt.write_lock():
+    with rt.write_lock(f"deleting item {item_id} over the API"):
         library.reload_if_changed()
         item = indexed_item(library.store, row_id(item_id))
         library.delete_items([item.id])

@@ -36,7 +36,7 @@ def texts_add():
         raise BadRequest("texts must not be empty")
     source = check_source(str_param(body.get("source", "api"), "source", 200))
     svc = rt.service()
-    with rt.write_lock():
+    with rt.write_lock("adding texts over the API"):
         svc.library.reload_if_changed()
         added = add_texts(svc.library, svc.encoder, [(t, source) for t in clean])
     resp = jsonify({"added": added, "duplicates": len(clean) - added, "source": source})
@@ -55,7 +55,7 @@ def texts_delete():
         raise BadRequest("sidecar captions belong to their images and cannot be removed here")
     source = check_source(source)  # stored stripped, so removed stripped
     svc = rt.service()
-    with rt.write_lock():
+    with rt.write_lock("removing texts over the API"):
         svc.library.reload_if_changed()
         n = remove_texts(svc.library, source)
     return jsonify({"deleted": n, "source": source})
