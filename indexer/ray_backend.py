@@ -49,7 +49,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from search.config import Settings
-from search.encoder import ModelIdentity, OpenClipEncoder
+from search.encoder import ModelIdentity, load_encoder
 from search.errors import ModelMismatch, SearchError
 from search.ingest.decode import Decoded, decode_file
 from search.ingest.discover import FoundFile
@@ -113,8 +113,7 @@ class ShardEmbedder:
     """
 
     def __init__(self, settings: Settings, *, device: str, threads: int, decode_threads: int):
-        self.encoder = OpenClipEncoder.load(settings.model, settings.pretrained, device=device,
-                                            threads=threads)
+        self.encoder = load_encoder(settings, device=device, threads=threads)
         self.batch_size = max(1, settings.batch_size)
         self.max_pixels = settings.max_pixels
         # Threads overlap decoding with the forward pass; Pillow and hashlib release the GIL.
@@ -361,7 +360,7 @@ class RayEmbedder:
                                f"{res.vectors.shape[0]} vectors")
         if self.identity is None:
             self.identity = res.identity
-        elif res.identity != self.identity:
+        elif not res.identity.same_model(self.identity):
             raise ModelMismatch(f"Ray worker {res.worker} loaded model {res.identity}, but this "
                                 f"job indexes with {self.identity}; give every node the same "
                                 f"model files at the same paths")

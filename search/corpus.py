@@ -61,7 +61,7 @@ def check_source(source: str) -> str:
 def add_texts(library: Library, encoder, entries: list[tuple[str, str]]) -> int:
     """Embed and store (text, source) pairs; duplicates of a (source, text) are skipped.
     Returns how many were added."""
-    library.bind_model(encoder.identity)
+    library.bind_model(encoder.identity, writing=True)
     added = 0
     for i in range(0, len(entries), BATCH):
         part = entries[i:i + BATCH]

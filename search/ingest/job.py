@@ -66,7 +66,8 @@ class IndexJob:
         roots = [resolve_root(r) for r in roots]
         if self.reembed:
             self._forget_vectors()
-        self.library.bind_model(self.encoder.identity, allow_change=self.reembed)
+        self.library.bind_model(self.encoder.identity, allow_change=self.reembed,
+                                  writing=True)
         self.library.load()
         pool = WorkerPool(self.workers) if self.workers > 0 else None
         try:
