@@ -28,7 +28,8 @@ from .changes import classify, moves_and_removals
 from .commit import commit_checkpoint
 from .decode import Decoded
 from .discover import FoundFile, resolve_root, walk
-from .embed import Embedder, embed_locally
+from .balance import choose_workers
+from .embed import EncoderTime, Embedder, embed_locally
 from .summary import Progress, Summary
 from .workers import WorkerPool
 
@@ -53,10 +54,8 @@ class IndexJob:
         self.reembed = reembed
         self.embedder = embedder
         self.summary = Summary()
-        workers = settings.workers
-        if workers is None:
-            workers = max(1, (os.cpu_count() or 2) - 1)
-        self.workers = workers
+        #: decoder processes; None until chosen from a measured sample (settings.workers unset)
+        self.workers: int | None = settings.workers
 
     # -- public -----------------------------------------------------------
     def run(self, roots: Sequence[str]) -> Summary:
@@ -69,11 +68,15 @@ class IndexJob:
         self.library.bind_model(self.encoder.identity, allow_change=self.reembed,
                                   writing=True)
         self.library.load()
-        pool = WorkerPool(self.workers) if self.workers > 0 else None
+        pool = None
         try:
             self._encode_orphan_texts()
             found, states = self._scan(roots)
             to_embed, missing = classify(found, states, self.summary)
+            if self.workers is None:
+                self.workers = self._measured_workers(to_embed)
+            self.summary.decoder_workers = self.workers
+            pool = WorkerPool(self.workers) if self.workers > 0 else None
             if missing:
                 to_embed = moves_and_removals(self.library, pool, to_embed, missing, states,
                                               workers=self.workers, summary=self.summary,
@@ -94,6 +97,12 @@ class IndexJob:
         return self.summary
 
     # -- phases -----------------------------------------------------------
+    def _measured_workers(self, to_embed: list[FoundFile]) -> int:
+        if self.embedder is not None or not to_embed:  # decoding happens elsewhere, or not at all
+            return max(1, (os.cpu_count() or 2) - 1)
+        return choose_workers(self.encoder, [f.path for f in to_embed],
+                              max_pixels=self.settings.max_pixels).workers
+
     def _forget_vectors(self) -> None:
         """Re-embed everything: clear vectors and stamps in one transaction (crash-safe)."""
         with self.store.session() as s:
@@ -139,13 +148,14 @@ class IndexJob:
             return
         roots = {f.path: f.root for f in files}
         self.progress(Progress("embedding", total=total))
+        timing = EncoderTime()
         if self.embedder is not None:
             stream = self.embedder(files)
         else:
             batch_size = max(1, self.settings.batch_size)
             stream = embed_locally(pool, self.encoder, [f.path for f in files],
                                    batch_size=batch_size, max_pixels=self.settings.max_pixels,
-                                   window=max(2 * batch_size, self.workers * 8))
+                                   window=max(2 * batch_size, self.workers * 8), timing=timing)
         staged: list[tuple[Decoded, np.ndarray | None]] = []
         done = 0
         t0 = time.monotonic()
@@ -176,5 +186,9 @@ class IndexJob:
                 done += commit()
             elapsed = max(time.monotonic() - t0, 1e-9)
             self.summary.embedded_per_second = done / elapsed
+            self.summary.encoder_wait_share = timing.wait_share
+            if timing.encoding:
+                log.info("embedded %d files at %.1f/s; the encoder waited for decoders %.0f%% "
+                         "of the time", done, done / elapsed, 100 * timing.wait_share)
             self.progress(Progress("embedding", done=done, total=total,
                                    rate=done / elapsed, eta=0.0))

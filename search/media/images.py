@@ -4,8 +4,14 @@ Only formats from an allowlist are decoded, and the format is checked from the
 header *before* pixel data is decoded. A pixel count above the configured limit
 is refused from the header too, so a 600-megapixel PNG costs a few bytes of
 reading, not gigabytes of memory. Truncated files are errors (Pillow's
-``LOAD_TRUNCATED_IMAGES`` stays off). EXIF orientation is applied; JPEGs are
-decoded at a reduced scale (draft mode) when the model needs fewer pixels.
+``LOAD_TRUNCATED_IMAGES`` stays off). EXIF orientation is applied.
+
+Reduced-size decoding when the caller needs fewer pixels (``draft_size``), with the
+memory of one decode bounded by :data:`DECODE_MEMORY_BOUND` for any image the pixel
+limit admits (:mod:`.reduced`): JPEGs by Pillow's draft mode (DCT scaling), other
+formats above :data:`~.reduced.VIPS_MIN_PIXELS` by libvips' thumbnailing, which
+decodes in a stream of rows (PNG, TIFF) or at a reduced scale (WebP, HEIF) and never
+holds the full picture. What neither way can bound is refused with its reason.
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ from dataclasses import dataclass
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import ImageError, UnsupportedMedia
+from . import reduced
 
 #: Pillow format names we decode. MPO is the multi-picture JPEG variant cameras write.
 ALLOWED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF"})
@@ -162,6 +169,10 @@ def decode_image(data: bytes, *, max_pixels: int, draft_size: int | None = None,
     captured, camera, orientation = _exif_facts(img)
     if orientation in (5, 6, 7, 8):
         w, h = h, w
+    if draft_size and reduced.use_vips(img, fmt):
+        rgb = reduced.vips_reduced(data, img, fmt, draft_size)
+        return DecodedImage(rgb, fmt, w, h, captured, camera)
+    reduced.check_memory(img, fmt, jpeg_draft=bool(draft_size))
     try:
         if getattr(img, "n_frames", 1) > 1:
             img.seek(0)
