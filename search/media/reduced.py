@@ -55,6 +55,9 @@ def _pyvips():
         try:
             import pyvips
             pyvips.cache_set_max(0)  # no operation cache: each decode is used once
+            # one thread: decoders already run one process per core, and libvips' worker
+            # threads each hold row buffers (peaks varied 200-345 MB with its default)
+            pyvips.concurrency_set(1)
             _vips = pyvips
         except (ImportError, OSError) as e:
             log.warning("pyvips is not available (%s): big pictures are decoded by Pillow, "
@@ -106,8 +109,9 @@ def vips_reduced(data: bytes, img: Image.Image, fmt: str, size: int) -> Image.Im
         if probe.get_typeof("orientation") and probe.get("orientation") in (5, 6, 7, 8):
             pw, ph = ph, pw
         target_w = short if pw <= ph else max(1, round(short * pw / ph))
+        # fail_on goes to the loader: a truncated file is an error, not a half picture
         thumb = pyvips.Image.thumbnail_buffer(data, min(target_w, pw), height=10_000_000,
-                                              size="down", fail_on="truncated")
+                                              size="down", option_string="fail_on=truncated")
         if thumb.hasalpha():
             thumb = thumb.flatten(background=[255] * (thumb.bands - 1))
         if thumb.interpretation not in ("srgb", "b-w") or thumb.format != "uchar":
@@ -119,9 +123,9 @@ def vips_reduced(data: bytes, img: Image.Image, fmt: str, size: int) -> Image.Im
         arr = np.ndarray(buffer=thumb.write_to_memory(), dtype=np.uint8,
                          shape=(thumb.height, thumb.width, thumb.bands))
     except pyvips.Error as e:
-        msg = str(e).strip().splitlines()
-        first = next((m for m in msg if m.strip()), "decode failed")
-        if "truncat" in str(e).lower() or "premature" in str(e).lower():
+        text = str(e).lower()
+        if "truncat" in text or "premature" in text or "read error" in text:
             raise ImageError("truncated image") from None
-        raise ImageError(f"corrupt image: {first}") from None
+        detail = "; ".join(m.strip() for m in str(e).splitlines() if m.strip())[:200]
+        raise ImageError(f"corrupt image: {detail or 'libvips could not decode it'}") from None
     return Image.fromarray(np.ascontiguousarray(arr[..., :3]), "RGB")
