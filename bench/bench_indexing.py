@@ -20,7 +20,11 @@ Also printed per set: decode + preprocess CPU cost per image in one process, the
 resident memory (VmHWM) of every process of the end-to-end run (the main one and each
 decoder), the decoder count the job chose and the share of time the encoder waited.
 
-    python bench/bench_indexing.py --sets png640,jpeg12mp,clipart --images 256 --rounds 2
+``--modes auto,int8`` adds end-to-end runs with an explicit precision next to the
+default one (``auto``), each with its own ratio against the same bare forward.
+
+    python bench/bench_indexing.py --sets png640,jpeg12mp,clipart --images 128 --rounds 2 \
+        --modes auto,int8
 """
 from __future__ import annotations
 
@@ -234,48 +238,53 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--model", default="ViT-B-32")
-    ap.add_argument("--precision", default="auto", help="end-to-end mode (default: auto)")
+    ap.add_argument("--modes", default="auto",
+                    help="comma-separated end-to-end precision modes (default: auto only)")
     ap.add_argument("--workers", type=int, default=None, help="decoder processes (default: chosen)")
     ap.add_argument("--folder", default=os.path.join(tempfile.gettempdir(), "bench-indexing"))
     ap.add_argument("--cache-dir", default=os.path.join(tempfile.gettempdir(), "clipsearch-ov-cache"))
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    base = Settings.from_env({}, model=args.model, pretrained="none", precision=args.precision,
-                             batch_size=args.batch_size, workers=args.workers,
-                             checkpoint_every=256, data_dir=args.cache_dir)
+    modes = args.modes.split(",")
     bare_enc = build_encoder(args.model, "none", precision="fp32")
-    enc = load_encoder(base)  # default settings; its converted model cached in --cache-dir
-    settings_kw = dict(model=args.model, pretrained="none", precision=args.precision,
-                       batch_size=args.batch_size, workers=args.workers, checkpoint_every=256)
-    print(f"model {bare_enc.identity.name} ({bare_enc.identity.pretrained}); end to end in "
-          f"{enc.identity.precision} ({type(enc).__name__}), bare in fp32 eager; "
-          f"batch {args.batch_size}, cores {os.cpu_count()}, load {os.getloadavg()[0]:.1f}",
+    encs, kws = {}, {}
+    for mode in modes:
+        kws[mode] = dict(model=args.model, pretrained="none", precision=mode,
+                         batch_size=args.batch_size, workers=args.workers, checkpoint_every=256)
+        # as `clipsearch index` loads it; converted models cached in --cache-dir
+        encs[mode] = load_encoder(Settings.from_env({}, data_dir=args.cache_dir, **kws[mode]))
+    print(f"model {bare_enc.identity.name} ({bare_enc.identity.pretrained}); bare: fp32 eager; "
+          + ", ".join(f"end to end '{m}' runs {e.identity.precision} ({type(e).__name__})"
+                      for m, e in encs.items())
+          + f"; batch {args.batch_size}, cores {os.cpu_count()}, load {os.getloadavg()[0]:.1f}",
           flush=True)
-    results = {}
     for name in args.sets.split(","):
         folder = ensure_set(name, args.folder, args.images)
         size_mb = sum(os.path.getsize(f) for f in _files(folder)) / 2**20
-        cost, mp = decode_cost(enc, folder)
-        pix = preprocessed(enc, folder)
+        cost, mp = decode_cost(bare_enc, folder)
+        pix = preprocessed(bare_enc, folder)
         print(f"\n[{name}] {args.images} files, {size_mb:.0f} MiB, {mp:.1f} MP on average; "
               f"read+hash+decode+preprocess {cost:.1f} CPU-ms/file in one process", flush=True)
-        bare, e2e = [], []
+        bare: list[float] = []
+        e2e: dict[str, list[float]] = {m: [] for m in modes}
         for r in range(args.rounds):
             bare.append(bare_forward(bare_enc, pix, args.batch_size))
-            rate, summary, peaks = end_to_end(enc, folder, settings_kw)
-            e2e.append(rate)
-            main_mb = _hwm_mb(os.getpid())
-            print(f"[{name}] round {r + 1}: bare fp32 {bare[-1]:.2f}/s, end to end {rate:.2f}/s, "
-                  f"ratio {rate / bare[-1]:.3f}; decoders {summary.decoder_workers}, encoder "
-                  f"waited {100 * summary.encoder_wait_share:.0f}%; peak RSS decoders "
-                  f"{sorted(peaks.values(), reverse=True)} MB, main {main_mb} MB, load "
-                  f"{os.getloadavg()[0]:.1f}", flush=True)
-        ratios = [e / b for e, b in zip(e2e, bare)]
-        results[name] = ratios
-        print(f"RESULT {name}: bare={statistics.median(bare):.2f}/s e2e={statistics.median(e2e):.2f}/s "
-              f"ratio median={statistics.median(ratios):.3f} min={min(ratios):.3f} "
-              f"max={max(ratios):.3f}", flush=True)
-
+            print(f"[{name}] round {r + 1}: bare fp32 {bare[-1]:.2f}/s", flush=True)
+            for mode in modes:
+                rate, summary, peaks = end_to_end(encs[mode], folder, kws[mode])
+                e2e[mode].append(rate)
+                print(f"[{name}] round {r + 1} {mode} ({encs[mode].identity.precision}): end to "
+                      f"end {rate:.2f}/s, ratio {rate / bare[-1]:.3f}; decoders "
+                      f"{summary.decoder_workers}, encoder waited "
+                      f"{100 * summary.encoder_wait_share:.0f}%; peak RSS decoders "
+                      f"{sorted(peaks.values(), reverse=True)} MB, main {_hwm_mb(os.getpid())} "
+                      f"MB, load {os.getloadavg()[0]:.1f}", flush=True)
+        for mode in modes:
+            ratios = [e / b for e, b in zip(e2e[mode], bare)]
+            print(f"RESULT {name} {mode}: bare={statistics.median(bare):.2f}/s "
+                  f"e2e={statistics.median(e2e[mode]):.2f}/s ratio "
+                  f"median={statistics.median(ratios):.3f} min={min(ratios):.3f} "
+                  f"max={max(ratios):.3f}", flush=True)
 
 if __name__ == "__main__":
     main()

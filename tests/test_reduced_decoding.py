@@ -47,12 +47,12 @@ def test_big_transparent_png_goes_through_libvips_and_matches_pillow(big_png):
     assert img.size[0] * img.size[1] > reduced.VIPS_MIN_PIXELS
     dec = decode_image(data, max_pixels=10**9, draft_size=224)
     assert (dec.width, dec.height, dec.format) == (2600, 2000, "PNG")
-    assert min(dec.image.size) == reduced.OVERSAMPLE * 224 and dec.image.mode == "RGB"
+    assert 2 * 224 <= min(dec.image.size) < 4 * 224 and dec.image.mode == "RGB"
     ours = PREP(dec.image).astype(np.float32)
     # the full-size Pillow path, transparency on white as _to_rgb does
     white = Image.new("RGBA", img.size, (255, 255, 255, 255))
     ref = PREP(Image.alpha_composite(white, img).convert("RGB")).astype(np.float32)
-    assert np.abs(ours - ref).mean() < 2.0  # of 255: resampling differences only
+    assert np.abs(ours - ref).mean() < 1.5  # of 255: resampling differences only
     assert ours[112, 112].tolist() == pytest.approx(ref[112, 112].tolist(), abs=6)
 
 

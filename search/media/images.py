@@ -92,6 +92,10 @@ class DecodedImage:
 
 
 def _exif_facts(img: Image.Image) -> tuple[dt.datetime | None, str | None, int]:
+    if img.format == "PNG" and "exif" not in img.info:
+        # Pillow would decode the whole picture looking for an eXIf chunk after the pixels
+        # (which is where none of the files we met keep it): not for big ones decoded by libvips
+        return None, None, 1
     try:
         exif = img.getexif()
     except Exception:  # malformed EXIF must not lose the image

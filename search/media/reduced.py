@@ -15,9 +15,11 @@ Formats that neither library can decode in a stream (interlaced PNG, GIF, BMP) a
 decoded whole; if that would need more than the bound, the file is refused with
 the reason (``ImageError``), never half-decoded.
 
-The reduced picture keeps its shortest side at :data:`OVERSAMPLE` times the size
-the caller needs, and the caller's own resize (the model's bicubic preprocessing)
-makes the final pixels, as after JPEG draft decoding.
+PNG, TIFF and GIF rows are composited on white at full resolution (as the Pillow path
+does) and box-shrunk by an integer factor to a shortest side between
+:data:`OVERSAMPLE` and twice that times the size the caller needs; WebP and HEIF are
+thumbnailed to :data:`OVERSAMPLE` times that size. The caller's own resize (the model's
+bicubic preprocessing) makes the final pixels, as after JPEG draft decoding.
 """
 from __future__ import annotations
 
@@ -102,26 +104,38 @@ def vips_reduced(data: bytes, img: Image.Image, fmt: str, size: int) -> Image.Im
                              f"{kind} is decoded whole (~{need >> 20} MB), the bound is "
                              f"{DECODE_MEMORY_BOUND >> 20} MB")
     short = OVERSAMPLE * size
-    # size the shorter side (after orientation the sides may swap: thumbnail orients first)
     try:
-        probe = pyvips.Image.new_from_buffer(data, "", access="sequential")
-        pw, ph = probe.width, probe.height
-        if probe.get_typeof("orientation") and probe.get("orientation") in (5, 6, 7, 8):
-            pw, ph = ph, pw
-        target_w = short if pw <= ph else max(1, round(short * pw / ph))
-        # fail_on goes to the loader: a truncated file is an error, not a half picture
-        thumb = pyvips.Image.thumbnail_buffer(data, min(target_w, pw), height=10_000_000,
-                                              size="down", option_string="fail_on=truncated")
-        if thumb.hasalpha():
-            thumb = thumb.flatten(background=[255] * (thumb.bands - 1))
-        if thumb.interpretation not in ("srgb", "b-w") or thumb.format != "uchar":
-            thumb = thumb.colourspace("srgb")
-        if thumb.format != "uchar":
-            thumb = thumb.cast("uchar")
-        if thumb.bands == 1:
-            thumb = thumb.bandjoin([thumb, thumb])
-        arr = np.ndarray(buffer=thumb.write_to_memory(), dtype=np.uint8,
-                         shape=(thumb.height, thumb.width, thumb.bands))
+        if fmt in ("WEBP", "HEIF", "AVIF"):
+            # the decoder itself scales down (shrink-on-load); thumbnail asks it to
+            probe = pyvips.Image.new_from_buffer(data, "", access="sequential")
+            pw, ph = probe.width, probe.height
+            if probe.get_typeof("orientation") and probe.get("orientation") in (5, 6, 7, 8):
+                pw, ph = ph, pw
+            target_w = short if pw <= ph else max(1, round(short * pw / ph))
+            # fail_on goes to the loader: a truncated file is an error, not a half picture
+            im = pyvips.Image.thumbnail_buffer(data, min(target_w, pw), height=10_000_000,
+                                               size="down", option_string="fail_on=truncated")
+            if im.hasalpha():
+                im = im.flatten(background=[255] * (im.bands - 1))
+        else:
+            # rows stream through: composite on white at full resolution (as Pillow's path
+            # does), then an integer box shrink to a shortest side of short..2*short
+            im = pyvips.Image.new_from_buffer(data, "", access="sequential",
+                                              fail_on="truncated")
+            if im.hasalpha():
+                im = im.flatten(background=[255] * (im.bands - 1))
+            factor = max(1, min(im.width, im.height) // short)
+            if factor > 1:
+                im = im.shrink(factor, factor)
+            im = im.autorot()
+        if im.interpretation not in ("srgb", "b-w") or im.format != "uchar":
+            im = im.colourspace("srgb")
+        if im.format != "uchar":
+            im = im.cast("uchar")
+        if im.bands == 1:
+            im = im.bandjoin([im, im])
+        arr = np.ndarray(buffer=im.write_to_memory(), dtype=np.uint8,
+                         shape=(im.height, im.width, im.bands))
     except pyvips.Error as e:
         text = str(e).lower()
         if "truncat" in text or "premature" in text or "read error" in text:
