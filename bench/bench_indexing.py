@@ -202,6 +202,12 @@ class PeakMemory:
     def _run(self):
         while not self._stop.wait(0.2):
             for pid in _children(os.getpid()):
+                try:  # decoder processes only, after their exec (a forked child's VmHWM
+                    with open(f"/proc/{pid}/cmdline", "rb") as f:  # is the parent's)
+                        if b"spawn_main" not in f.read():
+                            continue
+                except OSError:
+                    continue
                 mb = _hwm_mb(pid)
                 if mb is not None:
                     self.peaks[pid] = max(self.peaks.get(pid, 0), mb)
