@@ -18,7 +18,8 @@ For each model and mode, on a captioned gallery written by ``clipsearch gallery`
     python bench/bench_fidelity.py --models clipsearch-mini,ViT-B-32 --modes bf16,int8 --record
 
 ``--record`` writes the measurements into search/encoder/fidelity.json, the table
-that CLIPSEARCH_PRECISION=auto reads.
+that CLIPSEARCH_PRECISION=auto reads; ``--record-json A.json B.json`` records the
+results that earlier runs wrote with ``--json`` (one model per run, say).
 """
 from __future__ import annotations
 
@@ -174,13 +175,21 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--record", action="store_true", help=f"write {FIDELITY_FILE}")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--record-json", nargs="+", metavar="JSON",
+                    help="record the results of earlier --json runs; measure nothing")
     args = ap.parse_args()
-    paths, caps = load_gallery(args.gallery, args.count)
     results = {}
-    for model in args.models.split(","):
-        res = measure(model, args.modes.split(","), args, paths, caps)
-        results[res["key"]] = res["modes"]
-    if args.json:
+    if args.record_json:
+        for path in args.record_json:
+            with open(path, encoding="utf-8") as f:
+                results.update(json.load(f))
+        args.record = True
+    else:
+        paths, caps = load_gallery(args.gallery, args.count)
+        for model in args.models.split(","):
+            res = measure(model, args.modes.split(","), args, paths, caps)
+            results[res["key"]] = res["modes"]
+    if args.json and not args.record_json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(results, f, indent=1)
     if args.record:
@@ -192,7 +201,7 @@ def main() -> None:
         models = table.setdefault("models", {})
         for key, modes in results.items():
             models[key] = {m: v for m, v in modes.items() if m != "fp32"}
-        table["measured"] = {"date": dt.date.today().isoformat(), "gallery": args.count,
+        table["recorded"] = {"date": dt.date.today().isoformat(),
                              "command": "python bench/bench_fidelity.py " + " ".join(sys.argv[1:])}
         with open(FIDELITY_FILE, "w", encoding="utf-8") as f:
             json.dump(table, f, indent=1, sort_keys=True)
