@@ -48,7 +48,7 @@ from PIL import Image  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from search.config import Settings  # noqa: E402
-from search.encoder import build_encoder, load_encoder  # noqa: E402
+from search.encoder import build_encoder  # noqa: E402
 from search.ingest.decode import decode_file  # noqa: E402
 from search.ingest.job import IndexJob  # noqa: E402
 from search.library import Library  # noqa: E402
@@ -257,8 +257,8 @@ def main() -> None:
     for mode in modes:
         kws[mode] = dict(model=args.model, pretrained="none", precision=mode,
                          batch_size=args.batch_size, workers=args.workers, checkpoint_every=256)
-        # as `clipsearch index` loads it; converted models cached in --cache-dir
-        encs[mode] = load_encoder(Settings.from_env({}, data_dir=args.cache_dir, **kws[mode]))
+        # as `clipsearch index` loads it (converted models cached in --cache-dir)
+        encs[mode] = build_encoder(args.model, "none", precision=mode, cache_dir=args.cache_dir)
     print(f"model {bare_enc.identity.name} ({bare_enc.identity.pretrained}); bare: fp32 eager; "
           + ", ".join(f"end to end '{m}' runs {e.identity.precision} ({type(e).__name__})"
                       for m, e in encs.items())

@@ -38,6 +38,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "bench-runtimes"))
+    ap.add_argument("--cache-dir", default=os.path.join(tempfile.gettempdir(), "clipsearch-ov-cache"),
+                    help="converted OpenVINO models (shared with the other benchmarks)")
     args = ap.parse_args()
     import onnxruntime as ort
     import openvino as ov
@@ -101,7 +103,7 @@ def main() -> None:
 
     o32, obf, oqdq = ov_req(onnx_path, "f32"), ov_req(onnx_path, "bf16"), ov_req(q_path, "f32")
     nncf_enc = build_encoder("ViT-B-32", "none", precision="int8", threads=args.threads,
-                             cache_dir=os.path.join(args.work, "ov-cache"))
+                             cache_dir=args.cache_dir)
     pix = images(224, args.batch + 32)[32:]
     with torch.inference_mode():
         frozen = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(
