@@ -1,8 +1,9 @@
 """How many decoder processes a job gets: measured, not a fixed ``cores - 1``.
 
-Before embedding, the job decodes a few of its files here and encodes them once,
-measuring the CPU time of each (``time.process_time``, which counts every thread of
-this process, the encoder's included). With ``d`` CPU-seconds to decode one file and
+Before embedding, the job decodes a few of its files in one decoder process (a file
+that crashes its decoder must not take the job down) and encodes them here once,
+measuring the CPU time of each (``time.process_time``; in this process it counts every
+thread, the encoder's included). With ``d`` CPU-seconds to decode one file and
 ``f`` to encode it, the cores are shared in proportion: ``workers = round(cores * d /
 (d + f))``, between 1 and the number of cores. Cheap decodes (640x480 PNGs next to
 ViT-B-32) get one process; 12-megapixel JPEGs or big transparent PNGs next to a fast
@@ -20,11 +21,15 @@ from typing import Sequence
 import numpy as np
 
 from .decode import decode_file
+from .embed import crashed_decode
+from .workers import WorkerPool, window_map
 
 log = logging.getLogger(__name__)
 
 PROBE_FILES = 6
 PROBE_BATCH = 8
+#: jobs with fewer files to embed than this skip the probe (it would cost more than it saves)
+MIN_FILES_TO_PROBE = 64
 
 
 @dataclass
@@ -38,20 +43,21 @@ def choose_workers(encoder, paths: Sequence[str], *, max_pixels: int,
                    cores: int | None = None) -> Balance:
     """Decode a spread sample of ``paths`` and encode it: the worker count for this job."""
     cores = cores or os.cpu_count() or 1
-    if not paths:
-        return Balance(0.0, 0.0, 1)
+    if len(paths) < MIN_FILES_TO_PROBE:
+        return Balance(0.0, 0.0, max(1, cores - 1))
     step = max(1, len(paths) // PROBE_FILES)
     sample = list(paths[::step][:PROBE_FILES])
-    costs, pixels = [], []
-    for p in sample:
-        t0 = time.process_time()
-        dec = decode_file(p, encoder.preprocess, max_pixels)
-        costs.append(time.process_time() - t0)
-        if dec.pixels is not None:
-            pixels.append(dec.pixels)
+    pool = WorkerPool(1)
+    try:
+        decoded = list(window_map(pool, decode_file, sample, len(sample), encoder.preprocess,
+                                  max_pixels, on_crash=crashed_decode))
+    finally:
+        pool.shutdown()
+    costs = [x.decode_cpu_s for x in decoded if x.decode_cpu_s is not None]
+    pixels = [x.pixels for x in decoded if x.pixels is not None]
+    if not costs or not pixels:
+        return Balance(0.0, 0.0, max(1, cores - 1))
     d = statistics.median(costs)
-    if not pixels:
-        return Balance(d, 0.0, max(1, cores - 1))
     batch = np.stack((pixels * PROBE_BATCH)[:PROBE_BATCH])
     encoder.encode_pixels(batch[:1])  # first-call setup is not the steady cost
     t0 = time.process_time()

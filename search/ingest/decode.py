@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +34,7 @@ class Decoded:
     camera: str | None = None
     skip_reason: str | None = None
     caption: str | None = None  # from a sidecar .txt file
+    decode_cpu_s: float | None = None  # CPU seconds this process spent on the file
 
 
 MAX_CAPTION_BYTES = 64 * 1024
@@ -60,6 +62,13 @@ def hash_file(path: str) -> tuple[str, str | None]:
 
 def decode_file(path: str, preprocess: Preprocess, max_pixels: int) -> Decoded:
     """Read, hash, decode and preprocess one file. Never raises for bad input."""
+    t0 = time.process_time()
+    out = _decode_file(path, preprocess, max_pixels)
+    out.decode_cpu_s = time.process_time() - t0
+    return out
+
+
+def _decode_file(path: str, preprocess: Preprocess, max_pixels: int) -> Decoded:
     try:
         st = os.stat(path)
         with open(path, "rb") as f:
