@@ -4,14 +4,17 @@ Before embedding, the job decodes a few of its files in one decoder process (a f
 that crashes its decoder must not take the job down) and encodes them here once,
 measuring the CPU time of each (``time.process_time``; in this process it counts every
 thread, the encoder's included). With ``d`` CPU-seconds to decode one file and
-``f`` to encode it, the cores are shared in proportion: ``workers = round(cores * d /
-(d + f))``, between 1 and the number of cores. Cheap decodes (640x480 PNGs next to
-ViT-B-32) get one process; 12-megapixel JPEGs or big transparent PNGs next to a fast
-int8 forward get more. The probe costs a handful of decodes and one small batch.
+``f`` to encode it, the decoders get at least their proportional share of the cores:
+``workers = ceil(cores * d / (d + f))``, between 1 and the number of cores (rounding
+*down* left big clip-art PNGs with one decoder while the encoder waited 61-64 % of the
+time; two gave 1.35x the bare forward instead of 0.50x: docs/benchmarks.md). Cheap
+decodes (640x480 PNGs next to ViT-B-32) get one process; 12-megapixel JPEGs or big
+transparent PNGs next to a fast int8 forward get more. The probe costs a handful of decodes and one small batch.
 """
 from __future__ import annotations
 
 import logging
+import math
 import os
 import statistics
 import time
@@ -63,7 +66,7 @@ def choose_workers(encoder, paths: Sequence[str], *, max_pixels: int,
     t0 = time.process_time()
     encoder.encode_pixels(batch)
     f = (time.process_time() - t0) / len(batch)
-    workers = min(cores, max(1, int(cores * d / max(d + f, 1e-9) + 0.5)))
+    workers = min(cores, max(1, math.ceil(cores * d / max(d + f, 1e-9) - 0.05)))
     log.info("decoding costs %.1f ms and encoding %.1f ms of CPU per file: %d decoder "
              "process(es)", d * 1000, f * 1000, workers)
     return Balance(d, f, workers)
