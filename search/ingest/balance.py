@@ -9,7 +9,8 @@ thread, the encoder's included). With ``d`` CPU-seconds to decode one file and
 *down* left big clip-art PNGs with one decoder while the encoder waited 61-64 % of the
 time; two gave 1.35x the bare forward instead of 0.50x: docs/benchmarks.md). Cheap
 decodes (640x480 PNGs next to ViT-B-32) get one process; 12-megapixel JPEGs or big
-transparent PNGs next to a fast int8 forward get more. The probe costs a handful of decodes and one small batch.
+transparent PNGs next to a fast int8 forward get more. The probe costs a handful of
+decodes and one small batch.
 """
 from __future__ import annotations
 
