@@ -146,6 +146,9 @@ def _print_summary(summary) -> None:
                f"({d['embedded_per_second']:.1f} files/s)")
     if d["retried"]:
         click.echo(f"retried {d['retried']} skipped files: {d['recovered']} indexed now")
+    if d["decoder_workers"] and d["embedded_per_second"]:
+        click.echo(f"  {d['decoder_workers']} decoder process(es); the encoder waited for decoded "
+                   f"files {100 * d['encoder_wait_share']:.0f}% of the embedding time")
     for reason, n in sorted(d["skipped_by_reason"].items(), key=lambda kv: -kv[1]):
         click.echo(f"  skipped {n}: {reason}")
     for f in d["skipped_files"][:50]:

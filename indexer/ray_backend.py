@@ -326,7 +326,7 @@ class RayEmbedder:
                                f"{res.vectors.shape[0]} vectors")
         if self.identity is None:
             self.identity = res.identity
-        elif res.identity != self.identity:
+        elif not res.identity.same_model(self.identity):
             raise ModelMismatch(f"Ray worker {res.worker} loaded model {res.identity}, but this "
                                 f"job indexes with {self.identity}; give every node the same "
                                 f"model files at the same paths")

@@ -12,7 +12,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from search.config import Settings
-from search.encoder import ModelIdentity, OpenClipEncoder
+from search.encoder import ModelIdentity, load_encoder
 from search.ingest.decode import Decoded, decode_file
 from search.ingest.discover import is_video_path
 from search.ingest.embed import batch_encode
@@ -48,8 +48,7 @@ class ShardEmbedder:
     """
 
     def __init__(self, settings: Settings, *, device: str, threads: int, decode_threads: int):
-        self.encoder = OpenClipEncoder.load(settings.model, settings.pretrained, device=device,
-                                            threads=threads, hub_address=settings.hub_address)
+        self.encoder = load_encoder(settings, device=device, threads=threads)
         self.batch_size = max(1, settings.batch_size)
         self.max_pixels = settings.max_pixels
         self.video_fps = settings.video_fps

@@ -65,7 +65,7 @@ def add_texts(library: Library, encoder, entries: list[tuple[str, str]], *,
     """Embed and store (text, source) pairs; duplicates of a (source, text) are skipped.
     Returns how many were added. Raises WriterBusy when another writer keeps the lock."""
     with library.writer.hold("adding texts", wait=wait):
-        library.bind_model(encoder.identity)
+        library.bind_model(encoder.identity, writing=True)
         added = 0
         for i in range(0, len(entries), BATCH):
             part = entries[i:i + BATCH]

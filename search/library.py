@@ -107,9 +107,11 @@ class Library:
             return None
 
     # -- model ---------------------------------------------------------------
-    def bind_model(self, identity, *, allow_change: bool = False) -> None:
-        """Tie this library to ``identity`` (a ModelIdentity); raises ModelMismatch."""
-        self.store.bind_model(identity.to_dict(), allow_change=allow_change)
+    def bind_model(self, identity, *, allow_change: bool = False, writing: bool = False) -> None:
+        """Tie this library to ``identity`` (a ModelIdentity); raises ModelMismatch.
+
+        ``writing``: vectors of ``identity``'s precision mode are about to be added."""
+        self.store.bind_model(identity.to_dict(), allow_change=allow_change, writing=writing)
         self.identity = identity
 
     @property

@@ -27,29 +27,10 @@ from sqlalchemy.orm import Session, defer, sessionmaker
 
 from . import keywords
 from .errors import ModelMismatch, NotFound
-from .schema import (  # noqa: F401
-    ITEM_FIELDS,
-    MEDIA_IMAGE,
-    SCHEMA_VERSION,
-    STATUS_INDEXED,
-    STATUS_SKIPPED,
-    TEXT_FIELDS,
-    Base,
-    FileState,
-    ItemFilter,
-    Job,
-    MediaItem,
-    MetaEntry,
-    Segment,
-    TextEntry,
-    item_dict,
-    pack,
-    sidecar_source,
-    text_dict,
-    text_hash,
-    unpack,
-    utcnow,
-)
+from .schema import (  # noqa: F401 (re-exported)
+    ITEM_FIELDS, MEDIA_IMAGE, SCHEMA_VERSION, STATUS_INDEXED, STATUS_SKIPPED, TEXT_FIELDS,
+    Base, FileState, ItemFilter, Job, MediaItem, MetaEntry, Segment, TextEntry, item_dict,
+    pack, sidecar_source, text_dict, text_hash, unpack, utcnow)
 
 log = logging.getLogger(__name__)
 
@@ -140,22 +121,36 @@ class Store:
         raw = self.get_meta("model")
         return json.loads(raw) if raw else None
 
-    def bind_model(self, identity: dict, *, allow_change: bool = False) -> None:
+    def bind_model(self, identity: dict, *, allow_change: bool = False,
+                   writing: bool = False) -> None:
         """Record the model that makes this store's vectors; refuse another one.
 
+        Models are the same when name, weights and dimension agree; the precision
+        mode the vectors were computed in (``identity["precision"]``) does not decide:
+        an index built in one mode answers queries encoded in another. The record
+        keeps every mode that wrote vectors (``"fp32+int8"``) when ``writing``.
         Raises :class:`ModelMismatch` naming both models when the store holds
         vectors of a different model (unless ``allow_change``, used by re-embed).
         """
         current = self.model_identity()
-        if current == identity:
-            return
-        if current is not None and not allow_change and self.count_vectors() > 0:
-            raise ModelMismatch(
-                f"this data directory holds vectors of model {current['name']} "
-                f"({current['pretrained']}, dim {current['dim']}) but the configured model is "
-                f"{identity['name']} ({identity['pretrained']}, dim {identity['dim']}); use the "
-                f"same model, another --data-dir, or re-index with `clipsearch index --reembed`")
-        self.set_meta("model", json.dumps(identity, sort_keys=True))
+        identity = dict(identity)
+        mode = identity.pop("precision", None) or "fp32"
+        if current is not None:
+            modes = set(str(current.pop("precision", None) or "fp32").split("+"))
+            if current == identity:
+                if writing and mode not in modes:
+                    self.set_meta("model", json.dumps(
+                        {**identity, "precision": "+".join(sorted(modes | {mode}))},
+                        sort_keys=True))
+                return
+            if not allow_change and self.count_vectors() > 0:
+                raise ModelMismatch(
+                    f"this data directory holds vectors of model {current['name']} "
+                    f"({current['pretrained']}, dim {current['dim']}) but the configured model "
+                    f"is {identity['name']} ({identity['pretrained']}, dim {identity['dim']}); "
+                    f"use the same model, another --data-dir, or re-index with "
+                    f"`clipsearch index --reembed`")
+        self.set_meta("model", json.dumps({**identity, "precision": mode}, sort_keys=True))
 
     # -- media items ---------------------------------------------------------
     def file_states(self, prefixes: Sequence[str] | None = None) -> dict[str, FileState]:

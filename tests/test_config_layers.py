@@ -161,7 +161,14 @@ def test_search_library_imports_no_edge_packages_and_reads_no_environment():
 def test_only_the_encoder_and_the_bundled_models_import_torch_in_the_library():
     users = sorted(m for m, path in _modules().items()
                    if m.startswith("search") and {"torch", "open_clip"} & _imports(path))
-    assert users == ["search.encoder", "search.models"], users
+    assert users == ["search.encoder.loading", "search.encoder.openvino_encoder",
+                     "search.encoder.torch_encoder", "search.models"], users
+
+
+def test_only_the_openvino_encoder_imports_an_inference_runtime():
+    runtimes = {"openvino", "nncf", "onnxruntime", "onnx"}
+    users = sorted(m for m, path in _modules().items() if runtimes & _imports(path))
+    assert users == ["search.encoder.openvino_encoder"], users
 
 
 MAX_MODULE_LINES = 400

@@ -154,7 +154,21 @@ def test_model_binding_refuses_another_model(store):
         store.bind_model(a)
     assert "m1" in str(e.value) and "m2" in str(e.value)
     store.bind_model(a, allow_change=True)
-    assert store.model_identity() == a
+    assert store.model_identity() == {**a, "precision": "fp32"}
+
+
+def test_model_binding_accepts_other_precisions_and_records_the_writers(store):
+    a = {"name": "m1", "pretrained": "x", "dim": 8}
+    store.bind_model({**a, "precision": "int8"}, writing=True)
+    add_items(store, 1)
+    store.bind_model({**a, "precision": "fp32"})  # a reader (queries) in another mode
+    assert store.model_identity()["precision"] == "int8"
+    store.bind_model({**a, "precision": "fp32"}, writing=True)  # now fp32 vectors join
+    assert store.model_identity() == {**a, "precision": "fp32+int8"}
+    store.bind_model({**a, "precision": "int8"}, writing=True)
+    assert store.model_identity()["precision"] == "fp32+int8"
+    with pytest.raises(ModelMismatch):
+        store.bind_model({**a, "dim": 16, "precision": "int8"})
 
 
 def test_stats(store):

@@ -201,6 +201,11 @@ def schemas(vector_dim: int | None = None) -> dict:
                                   "model": {"type": "object", "properties": {
                                       "name": {"type": "string"},
                                       "pretrained": {"type": "string"},
-                                      "dim": {"type": "integer"}}},
+                                      "dim": {"type": "integer"},
+                                      "precision": {
+                                          "type": "string",
+                                          "enum": ["fp32", "bf16", "int8", "fp16"],
+                                          "description": "How this server's encoder runs the "
+                                          "forward pass (CLIPSEARCH_PRECISION)."}}},
                                   "index": {"type": "object"}}},
     }

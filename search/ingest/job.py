@@ -34,8 +34,9 @@ from .captions import sync_captions
 from .changes import classify, moves_and_removals
 from .commit import commit_checkpoint
 from .decode import Decoded
-from .discover import FoundFile, resolve_root, walk
-from .embed import Embedder
+from .discover import FoundFile, is_video_path, resolve_root, walk
+from .balance import choose_workers
+from .embed import EncoderTime, Embedder
 from .recover import recoverable
 from .video_embed import embed_media
 from .summary import Progress, Summary
@@ -74,10 +75,8 @@ class IndexJob:
         self.what = what
         self.summary = Summary()
         self._heif_passed_over: dict[str, int] = {}
-        workers = settings.workers
-        if workers is None:
-            workers = max(1, (os.cpu_count() or 2) - 1)
-        self.workers = workers
+        #: decoder processes; None until chosen from a measured sample (settings.workers unset)
+        self.workers: int | None = settings.workers
 
     def _stop_point(self) -> None:
         if self.should_stop():
@@ -109,15 +108,20 @@ class IndexJob:
     def _run_locked(self, roots: list[str]) -> None:
         if self.reembed:
             self._forget_vectors()
-        self.library.bind_model(self.encoder.identity, allow_change=self.reembed)
+        self.library.bind_model(self.encoder.identity, allow_change=self.reembed,
+                                  writing=True)
         self.library.load()
-        pool = WorkerPool(self.workers) if self.workers > 0 else None
+        pool = None
         try:
             self._encode_orphan_texts()
             found, states = self._scan(roots)
             to_embed, missing = classify(found, states, self.summary,
                                          retry_skipped=self.retry_skipped)
             self._stop_point()
+            if self.workers is None:
+                self.workers = self._measured_workers(to_embed)
+            self.summary.decoder_workers = self.workers
+            pool = WorkerPool(self.workers) if self.workers > 0 else None
             if missing:
                 to_embed = moves_and_removals(self.library, pool, to_embed, missing, states,
                                               workers=self.workers, summary=self.summary,
@@ -150,6 +154,13 @@ class IndexJob:
             log.warning("could not count recoverable skipped files", exc_info=True)
 
     # -- phases -----------------------------------------------------------
+    def _measured_workers(self, to_embed: list[FoundFile]) -> int:
+        if self.embedder is not None or not to_embed:  # decoding happens elsewhere, or not at all
+            return max(1, (os.cpu_count() or 2) - 1)
+        # the probe decodes images; a video's cost is its chunks, measured nowhere yet
+        images = [f.path for f in to_embed if not is_video_path(f.path)]
+        return choose_workers(self.encoder, images, max_pixels=self.settings.max_pixels).workers
+
     def _forget_vectors(self) -> None:
         """Re-embed everything: clear vectors and stamps in one transaction (crash-safe)."""
         with self.store.session() as s:
@@ -200,6 +211,7 @@ class IndexJob:
             return
         roots = {f.path: f.root for f in files}
         self.progress(Progress("embedding", total=total))
+        timing = EncoderTime()
         if self.embedder is not None:
             stream = self.embedder(files, should_stop=self.should_stop)
         else:
@@ -209,7 +221,7 @@ class IndexJob:
                                  window=max(2 * batch_size, self.workers * 8),
                                  fps=self.settings.video_fps,
                                  max_seconds=self.settings.video_max_seconds,
-                                 should_stop=self.should_stop)
+                                 should_stop=self.should_stop, timing=timing)
         staged: list[tuple[Decoded, np.ndarray | None]] = []
         done = 0
         t0 = time.monotonic()
@@ -238,5 +250,9 @@ class IndexJob:
                 done += commit()
             elapsed = max(time.monotonic() - t0, 1e-9)
             self.summary.embedded_per_second = done / elapsed
+            self.summary.encoder_wait_share = timing.wait_share
+            if timing.encoding:
+                log.info("embedded %d files at %.1f/s; the encoder waited for decoders %.0f%% "
+                         "of the time", done, done / elapsed, 100 * timing.wait_share)
             self.progress(Progress("embedding", done=done, total=total,
                                    rate=done / elapsed, eta=0.0))

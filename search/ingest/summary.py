@@ -28,6 +28,10 @@ class Summary:
     texts_added: int = 0
     seconds: float = 0.0
     embedded_per_second: float = 0.0
+    #: decoder processes used, and the share of the embedding time the encoder spent
+    #: waiting for decoded pictures (0 when it never waited)
+    decoder_workers: int = 0
+    encoder_wait_share: float = 0.0
     interrupted: bool = False
     #: skipped files under the roots a setting or package might let in: reason, count, remedy
     recoverable: list[dict] = field(default_factory=list)
@@ -50,6 +54,8 @@ class Summary:
             "skipped_files": [{"path": p, "reason": r} for p, r in self.skipped_files],
             "texts_added": self.texts_added, "seconds": round(self.seconds, 3),
             "embedded_per_second": round(self.embedded_per_second, 2),
+            "decoder_workers": self.decoder_workers,
+            "encoder_wait_share": round(self.encoder_wait_share, 3),
             "interrupted": self.interrupted, "recoverable": list(self.recoverable),
         }
 

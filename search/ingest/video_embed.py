@@ -18,7 +18,7 @@ import numpy as np
 
 from .decode import Decoded
 from .discover import is_video_path
-from .embed import StopCheck, batch_encode, crashed_decode
+from .embed import EncoderTime, StopCheck, batch_encode, crashed_decode
 from .segmenting import SEGMENT_VECTOR, Segmenter
 from .video_decode import ChunkResult, ChunkTask, VideoProbe, chunk_tasks, probe_file, run_task
 from .workers import CRASH_REASON, WorkerPool, window_map
@@ -114,17 +114,18 @@ def _units(pool: WorkerPool | None, preprocess, paths: Sequence[str], *, window:
 def embed_media(pool: WorkerPool | None, encoder, paths: Sequence[str], *, batch_size: int,
                 max_pixels: int, window: int, fps: float, max_seconds: float,
                 block: int = BLOCK_FILES, segment_vector: str = SEGMENT_VECTOR,
-                should_stop: StopCheck | None = None
+                should_stop: StopCheck | None = None, timing: EncoderTime | None = None
                 ) -> Iterator[tuple[Decoded, np.ndarray | None]]:
     """Like :func:`.embed.embed_locally` for a mix of images and videos: ``(decoded,
     vector or None)`` in the order of ``paths``; a video's pair carries its moments in
     ``decoded.segments`` and its overall vector. ``segment_vector``: "mean" or
     "representative" (see :mod:`.segmenting`). Once ``should_stop()`` is true the stream
-    ends; a video whose moments are not all encoded yet is dropped with the rest."""
+    ends; a video whose moments are not all encoded yet is dropped with the rest.
+    ``timing`` accumulates the time spent waiting for decoders and encoding."""
     units = _units(pool, encoder.preprocess, paths, window=window, max_pixels=max_pixels,
                    fps=fps, max_seconds=max_seconds, block=max(1, block),
                    segment_vector=segment_vector, should_stop=should_stop)
-    for unit, vec in batch_encode(encoder, units, batch_size, should_stop):
+    for unit, vec in batch_encode(encoder, units, batch_size, should_stop, timing=timing):
         if isinstance(unit, _Frame):
             if unit.video.error is None:
                 unit.video.segmenter.add(unit.t, unit.sig, vec)
