@@ -67,5 +67,5 @@ FROM base AS cpu
 RUN pip install --index-url https://download.pytorch.org/whl/cpu \
         torch==2.14.1 torchvision==0.29.1
 RUN --mount=type=bind,from=source,source=/src,target=/src,rw \
-    pip install "/src[cpu,postgres]"
+    pip install "/src[cpu,postgres,openvino]"
 USER clipsearch

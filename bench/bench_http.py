@@ -229,6 +229,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=8)
     ap.add_argument("--torch-threads", type=int, default=None)
     ap.add_argument("--k", type=int, default=20)
+    ap.add_argument("--precision", default="auto",
+                    help="CLIPSEARCH_PRECISION of the server (converted once before it starts)")
     ap.add_argument("--modes", default="text,vector")
     ap.add_argument("--data-dir", help="reuse/keep this data directory (default: temporary)")
     ap.add_argument("--rebuild-index", action="store_true",
@@ -246,7 +248,7 @@ def main() -> None:
         data_dir = tmp.name
     settings = Settings.from_env({}, data_dir=data_dir, model=args.model,
                                  pretrained=args.pretrained, device="cpu",
-                                 index_type=args.index_type)
+                                 index_type=args.index_type, precision=args.precision)
     fresh = not os.path.exists(os.path.join(settings.data_dir, "clipsearch.db"))
     build = build_store(settings, args.vectors, seed=0) if fresh else {"reused": True}
     if fresh:
@@ -264,6 +266,10 @@ def main() -> None:
         library.close()
         print(f"index {build['index_kind']} rebuilt in {build['index_seconds']} s", flush=True)
     env_extra = dict(kv.split("=", 1) for kv in args.server_env)
+    env_extra.setdefault("CLIPSEARCH_PRECISION", args.precision)
+    if not fresh:  # a converted model lands in DATA_DIR/cache before the server needs it
+        from search.encoder import load_encoder
+        print(f"encoder: {load_encoder(settings).identity}", flush=True)
     if args.torch_threads:
         env_extra["CLIPSEARCH_TORCH_THREADS"] = str(args.torch_threads)
     port = free_port()

@@ -1,4 +1,4 @@
-"""Large-collection benchmark: the ``ondisk`` index (search/index_large.py) at 10M x 512.
+"""Large-collection benchmark: the ``ondisk`` index (search/index/ondisk.py) at 10M x 512.
 
 One run, two processes:
 
@@ -41,11 +41,14 @@ sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
 import faiss  # noqa: E402
-
 from bench_search import latent_unit_vectors, single_query_ms  # noqa: E402
-from search.index_large import LargeIndex  # noqa: E402
-from search.large_base import (Base, BaseWriter, LargeParams, choose_layout,  # noqa: E402
-                               large_nlist, train_ivfpq, train_sample_size, train_scan)
+
+from search.index import LargeIndex  # noqa: E402
+from search.index.base import Base  # noqa: E402
+from search.index.base_writer import BaseWriter  # noqa: E402
+from search.index.params import LargeParams  # noqa: E402
+from search.index.sizing import large_nlist  # noqa: E402
+from search.index.training import choose_layout, train_ivfpq, train_sample_size, train_scan  # noqa: E402
 from search.vectors import random_unit_vectors  # noqa: E402
 
 K = 10

@@ -42,11 +42,12 @@ sys.path.insert(0, os.path.join(HERE, ".."))
 sys.path.insert(0, HERE)
 
 from bench_indexing import make_photos  # noqa: E402
-from search.ingest.job import IndexJob  # noqa: E402
+
 from indexer.ray_backend import RayEmbedder  # noqa: E402
 from search.config import Settings  # noqa: E402
 from search.encoder import OpenClipEncoder  # noqa: E402
 from search.index import VectorIndex  # noqa: E402
+from search.ingest.job import IndexJob  # noqa: E402
 from search.library import Library  # noqa: E402
 
 

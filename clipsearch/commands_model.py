@@ -1,12 +1,12 @@
 """Click commands about the model: ``train``, ``eval`` and ``gallery``.
 
 Exported names (what :mod:`clipsearch.main` registers): ``train``, ``eval_cmd``,
-``gallery``. They expect ``ctx.obj`` to carry ``.settings`` (a :class:`search.config.Settings`)
+``gallery``, ``calibrate_cmd``. They expect ``ctx.obj`` to carry ``.settings`` (a :class:`search.config.Settings`)
 and ``.encoder()`` (the loaded encoder of the configured model); the
 ``clipsearch`` group in :mod:`clipsearch.main` provides both and turns
 :class:`~search.errors.SearchError` into a message and an exit code. The work
-itself lives in :mod:`indexer.training.train`, :mod:`indexer.evaluate` and
-:mod:`indexer.gallery`.
+itself lives in :mod:`indexer.training.train`, :mod:`indexer.evaluate`,
+:mod:`indexer.gallery` and :mod:`indexer.calibrate`.
 """
 from __future__ import annotations
 
@@ -112,3 +112,40 @@ def gallery(folder, count, seed, size, split, phrasing):
     paths = write_gallery(folder, count=count, seed=seed, size=size, split=split,
                           phrasing=phrasing)
     click.echo(f"wrote {len(paths)} pictures to {folder}")
+
+
+@click.command("calibrate")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None,
+              help="Where to write the calibration [default: DATA_DIR/index/relevance.json, "
+              "used by that data directory]. --bundled writes the one shipped with the model.")
+@click.option("--bundled", is_flag=True, help="Write search/models/NAME.relevance.json, the "
+              "calibration shipped with a bundled model (after retraining it).")
+@click.option("--seed", type=int, default=None, help="Seed of the calibration galleries.")
+@click.option("--count", type=int, default=1000, show_default=True,
+              help="Pictures in the calibration collection.")
+@click.pass_obj
+def calibrate_cmd(obj, out_path, bundled, seed, count):
+    """Measure the relevance cut-off of the configured model and store it.
+
+    Renders captioned galleries of the bundled model's data (a held-out split and glyphs
+    never trained on), scores queries with and without an answer in the collection, and
+    keeps, per kind of query, the cut that answers the most no-answer queries with at
+    most three hits while keeping at least 95% of the answers (see docs/model.md).
+    """
+    import os
+
+    from indexer.calibrate import CALIBRATION_SEED, calibrate
+    from search.relevance import CALIBRATION_FILE, bundled_path
+
+    if not 50 <= count <= 20_000:
+        raise click.BadParameter("must be between 50 and 20000", param_hint="--count")
+    encoder = obj.encoder()
+    if bundled:
+        path = bundled_path(encoder.identity.name)
+    else:
+        path = out_path or os.path.join(obj.settings.index_dir, CALIBRATION_FILE)
+    cal = calibrate(encoder, seed=CALIBRATION_SEED if seed is None else seed, count=count,
+                    progress=lambda msg: click.echo(msg, err=True))
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    cal.save(path)
+    click.echo(f"wrote {path}")

@@ -54,7 +54,9 @@ def _prepare_demo(settings, gallery: str, images: int) -> None:
     import sys
 
     from search.errors import SearchError
+    from search.lifetime import die_with_parent
 
+    die_with_parent()  # a killed `clipsearch demo` takes its preparation with it
     try:
         _write_and_index(settings, gallery, images)
     except SearchError as e:
@@ -128,7 +130,8 @@ def demo(obj: CliContext, folder, images, host, port, workers, threads, server, 
     proc.join()
     if proc.exitcode != 0:
         raise click.ClickException(f"preparing the demo failed (exit {proc.exitcode})")
-    from web.serving import bind_address, serve as run
+    from web.serving import bind_address
+    from web.serving import serve as run
 
     click.echo(f"open http://{bind_address(settings.host, settings.port)}/ (Ctrl-C stops)")
     run(settings, threads=threads, server=server, access_log=access_log)

@@ -10,6 +10,7 @@ from search.errors import SearchError
 
 EXIT_ERROR = 2
 EXIT_CHECK_FAILED = 1
+EXIT_BUSY = 3  # another writer holds the library (see search.writer)
 
 
 class CliContext:
@@ -46,8 +47,13 @@ class ClipsearchGroup(click.Group):
     """Turns library errors into clean messages and exit codes."""
 
     def invoke(self, ctx):
+        from search.writer import WriterBusy
+
         try:
             return super().invoke(ctx)
+        except WriterBusy as e:
+            click.echo(f"error: {e.message}", err=True)
+            ctx.exit(EXIT_BUSY)
         except SearchError as e:
             click.echo(f"error: {e.message}", err=True)
             ctx.exit(EXIT_ERROR)

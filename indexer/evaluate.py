@@ -159,10 +159,10 @@ def _columns(rows: list[dict], source: str) -> list[tuple[str, str]]:
 
 def _pairs_from_folder(folder: str) -> list[tuple[str, str]]:
     from search.ingest.decode import read_sidecar
-    from search.ingest.discover import walk
+    from search.ingest.discover import image_extensions, walk
 
     pairs = []
-    for found in walk(os.path.abspath(folder)):
+    for found in walk(os.path.abspath(folder), image_extensions()):  # image-caption pairs
         text = read_sidecar(found.path)
         if text:
             pairs.extend((found.path, line) for line in text.splitlines() if line.strip())

@@ -40,21 +40,21 @@ import logging
 import math
 import os
 import signal
-import socket
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Iterator
 
 import numpy as np
 
 from search.config import Settings
-from search.encoder import ModelIdentity, OpenClipEncoder
+from search.encoder import ModelIdentity
 from search.errors import ModelMismatch, SearchError
-
-from search.ingest.decode import Decoded, decode_file
+from search.ingest.decode import Decoded
 from search.ingest.discover import FoundFile
-from search.ingest.embed import batch_encode
+from search.lifetime import Reaper, children, cmdline
+
+from .ray_shard import ShardEmbedder, ShardResult
+from .sharding import shard_paths
 
 try:  # optional dependency: pip install 'clipsearch[ray]'
     import ray
@@ -67,6 +67,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SHARD_SIZE = 256
 DEFAULT_RETRIES = 3
+STOP_POLL = 0.5  # seconds between stop checks while waiting for a shard
 
 
 class RayUnavailable(SearchError):
@@ -83,66 +84,6 @@ class RayJobFailed(SearchError):
 
 def ray_available() -> bool:
     return ray is not None
-
-
-@dataclass
-class ShardResult:
-    """What one actor returns for one shard (pickled through Ray's object store).
-
-    ``decoded`` has one entry per input path, in input order, pixels dropped;
-    ``vectors`` is float32 ``(m, d)``, L2-normalised, one row per entry of
-    ``decoded`` without ``skip_reason``, in the same order.
-    """
-
-    index: int
-    decoded: list[Decoded]
-    vectors: np.ndarray
-    identity: ModelIdentity
-    worker: str  # "host:pid" of the process that finished the shard
-
-    def pairs(self) -> Iterator[tuple[Decoded, np.ndarray | None]]:
-        rows = iter(self.vectors)
-        for dec in self.decoded:
-            yield dec, (next(rows) if dec.skip_reason is None else None)
-
-
-class ShardEmbedder:
-    """The work inside one Ray actor: load the encoder once, then embed shard after shard.
-
-    Plain Python (Ray wraps it with :func:`ray.remote`), so it can also be
-    subclassed, e.g. by tests that make a worker die at a chosen file.
-    """
-
-    def __init__(self, settings: Settings, *, device: str, threads: int, decode_threads: int):
-        self.encoder = OpenClipEncoder.load(settings.model, settings.pretrained, device=device,
-                                            threads=threads)
-        self.batch_size = max(1, settings.batch_size)
-        self.max_pixels = settings.max_pixels
-        # Threads overlap decoding with the forward pass; Pillow and hashlib release the GIL.
-        self._pool = ThreadPoolExecutor(decode_threads) if decode_threads > 1 else None
-        self.worker = f"{socket.gethostname()}:{os.getpid()}"
-
-    def identity(self) -> ModelIdentity:
-        return self.encoder.identity
-
-    def where(self) -> str:
-        return self.worker
-
-    def _decode(self, path: str) -> Decoded:
-        return decode_file(path, self.encoder.preprocess, self.max_pixels)
-
-    def embed(self, index: int, paths: Sequence[str]) -> ShardResult:
-        """Decode and encode ``paths``; never raises for a bad file (it is marked skipped)."""
-        stream = self._pool.map(self._decode, paths) if self._pool else map(self._decode, paths)
-        decoded: list[Decoded] = []
-        vectors: list[np.ndarray] = []
-        for dec, vec in batch_encode(self.encoder, stream, self.batch_size):
-            decoded.append(dec)
-            if vec is not None:
-                vectors.append(vec)
-        matrix = np.stack(vectors) if vectors else np.zeros((0, self.encoder.dim), np.float32)
-        return ShardResult(index, decoded, matrix.astype(np.float32, copy=False),
-                           self.encoder.identity, self.worker)
 
 
 def _absolute_model_paths(settings: Settings) -> Settings:
@@ -197,6 +138,9 @@ class RayEmbedder:
     :func:`ray.init`. When Ray is already initialised in this process, that
     connection is used and ``address`` is ignored.
 
+    A local cluster it starts dies with this process (Ray's fate sharing, plus a
+    :class:`search.lifetime.Reaper` for the raylet's agents).
+
     ``identity``: the driver's model; every shard is checked against it
     (:class:`ModelMismatch` if a worker loaded another model).
     Raises :class:`RayUnavailable` when ray is not installed or the cluster
@@ -232,6 +176,7 @@ class RayEmbedder:
         self._actors: list = []
         self._started_ray = False
         self._sigterm = None
+        self._reaper: Reaper | None = None
 
     # -- lifecycle -------------------------------------------------------------
     def connect(self) -> None:
@@ -247,11 +192,18 @@ class RayEmbedder:
         kwargs.update(self.init_kwargs)
         if threading.current_thread() is threading.main_thread():
             self._sigterm = signal.getsignal(signal.SIGTERM)  # ray.init replaces it
+        before = set(children(os.getpid()))
         try:
             ray.init(address=address, **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise RayUnavailable(f"cannot connect to Ray at {self.address!r}: {e}") from None
         self._started_ray = True
+        # A local cluster started by ray.init is our children; its raylet's agents linger.
+        started = [p for p in children(os.getpid())
+                   if p not in before and "multiprocessing" not in cmdline(p)]
+        if started:
+            self._reaper = Reaper()
+            self._reaper.follow(started)
 
     def _ensure_actors(self) -> None:
         if self._actors:
@@ -296,6 +248,9 @@ class RayEmbedder:
         self._actors = []
         if self._started_ray and ray.is_initialized():
             ray.shutdown()
+        if self._reaper is not None:
+            self._reaper.close()  # whatever ray.shutdown left behind
+            self._reaper = None
         if self._sigterm is not None and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._sigterm)
         self._sigterm = None
@@ -314,12 +269,15 @@ class RayEmbedder:
         fair = math.ceil(n / (4 * actors))
         return max(1, min(self.shard_size, max(self.settings.batch_size, fair)))
 
-    def __call__(self, files: list[FoundFile]) -> Iterator[tuple[Decoded, np.ndarray | None]]:
+    def __call__(self, files: list[FoundFile], *, should_stop=None
+                 ) -> Iterator[tuple[Decoded, np.ndarray | None]]:
+        """Embed ``files``; the stream ends (shards in flight dropped) once ``should_stop()``."""
         if not files:
             return
+        stop = should_stop or (lambda: False)
         self._ensure_actors()
         size = self._shard_len(len(files))
-        shards = [[f.path for f in files[i:i + size]] for i in range(0, len(files), size)]
+        shards = shard_paths([f.path for f in files], size)
         window = self.window or 2 * len(self._actors)
         pool = ActorPool(list(self._actors))
         self.shard_workers = []
@@ -330,8 +288,12 @@ class RayEmbedder:
                 pool.submit(lambda actor, job: actor.embed.remote(*job),
                             (submitted, shards[submitted]))
                 submitted += 1
+            if stop():
+                return
             if yielded not in ready:
                 res = self._next_result(pool)
+                if res is None:  # nothing finished within the poll interval
+                    continue
                 if res.index < yielded or res.index in ready:  # Ray returns each ref once
                     log.warning("ray: shard %d arrived twice; ignored", res.index)
                     continue
@@ -345,9 +307,11 @@ class RayEmbedder:
         log.info("ray: %d shards done by %d worker process(es)", len(shards),
                  len(set(self.shard_workers)))
 
-    def _next_result(self, pool) -> ShardResult:
+    def _next_result(self, pool) -> ShardResult | None:
         try:
-            return pool.get_next_unordered()
+            return pool.get_next_unordered(timeout=STOP_POLL)
+        except TimeoutError:
+            return None
         except ray.exceptions.RayError as e:
             # Worker deaths were already retried by Ray (up to ``retries`` times); what gets
             # here is final: retries used up, or an error in the worker's own code.
@@ -362,7 +326,7 @@ class RayEmbedder:
                                f"{res.vectors.shape[0]} vectors")
         if self.identity is None:
             self.identity = res.identity
-        elif res.identity != self.identity:
+        elif not res.identity.same_model(self.identity):
             raise ModelMismatch(f"Ray worker {res.worker} loaded model {res.identity}, but this "
                                 f"job indexes with {self.identity}; give every node the same "
                                 f"model files at the same paths")

@@ -62,6 +62,10 @@ class ImageError(BadRequest):
     """An image could not be decoded safely (corrupt, truncated, too large, wrong format)."""
 
 
+class VideoError(BadRequest):
+    """A video that cannot be indexed: corrupt, no video stream, no frames, over a limit."""
+
+
 class ModelUnavailable(SearchError):
     """The model's weights cannot be loaded (not cached, no network, bad checkpoint)."""
 

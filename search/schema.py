@@ -12,15 +12,18 @@ import json
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import (BigInteger, DateTime, Float, ForeignKey, Integer, LargeBinary, String,
-                        Text, UniqueConstraint)
+from sqlalchemy import (BigInteger, Column, Computed, DateTime, Float, ForeignKey, Index, Integer,
+                        LargeBinary, String, Table, Text, UniqueConstraint, func, or_, select)
+from sqlalchemy.dialects.postgresql import TSVECTOR
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from .errors import ModelMismatch
 
-SCHEMA_VERSION = 2  # = the head migration in search/migrations
+SCHEMA_VERSION = 4  # = the head migration in search/migrations
 STATUS_INDEXED = "indexed"
 STATUS_SKIPPED = "skipped"
+MEDIA_IMAGE = "image"
+MEDIA_VIDEO = "video"
 
 # SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets BIGINT ids.
 IdType = BigInteger().with_variant(Integer, "sqlite")
@@ -35,7 +38,11 @@ class Base(DeclarativeBase):
 
 
 class MediaItem(Base):
-    """One file under a library root: indexed (with a vector) or skipped (with a reason)."""
+    """One file under a library root: indexed (with a vector) or skipped (with a reason).
+
+    ``media`` is "image" or "video". A video's ``vector`` is its overall vector (the
+    normalised mean of its sampled frames); it lives in the store only, not in the images
+    index: videos are searched through their moments (:class:`Segment`)."""
 
     __tablename__ = "media_items"
 
@@ -50,7 +57,15 @@ class MediaItem(Base):
     format: Mapped[str | None] = mapped_column(String(16), index=True)
     captured_at: Mapped[dt.datetime | None] = mapped_column(DateTime, index=True)
     camera: Mapped[str | None] = mapped_column(String(200))
+    lens: Mapped[str | None] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text)      # EXIF/XMP/PNG description
+    keywords: Mapped[str | None] = mapped_column(Text)         # "; "-separated (XMP, IPTC, XP)
     status: Mapped[str] = mapped_column(String(16), index=True)
+    media: Mapped[str] = mapped_column(String(8), index=True, default=MEDIA_IMAGE,
+                                       server_default=MEDIA_IMAGE)
+    duration: Mapped[float | None] = mapped_column(Float)  # seconds (videos)
+    codec: Mapped[str | None] = mapped_column(String(32))  # video codec name (videos)
+    rotation: Mapped[int | None] = mapped_column(Integer)  # display rotation, degrees (videos)
     skip_reason: Mapped[str | None] = mapped_column(Text)
     vector: Mapped[bytes | None] = mapped_column(LargeBinary)
     indexed_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
@@ -78,8 +93,27 @@ class TextEntry(Base):
         return text_dict(self)
 
 
+class Segment(Base):
+    """A moment of a video: consecutive sampled frames that look alike.
+
+    Times are seconds from the start of the video; ``t_rep`` is the representative
+    frame's time (its thumbnail). Segment ids are their own id space, searched in the
+    ``segments`` index. Deleted with their video (``ON DELETE CASCADE``)."""
+
+    __tablename__ = "segments"
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    item_id: Mapped[int] = mapped_column(
+        IdType, ForeignKey("media_items.id", ondelete="CASCADE"), index=True)
+    t_start: Mapped[float] = mapped_column(Float)
+    t_end: Mapped[float] = mapped_column(Float)
+    t_rep: Mapped[float] = mapped_column(Float)
+    vector: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
 ITEM_FIELDS = ("id", "path", "root", "size", "mtime", "content_hash", "width", "height",
-               "format", "captured_at", "camera", "status", "skip_reason")
+               "format", "captured_at", "camera", "lens", "description", "keywords", "status",
+               "skip_reason", "media", "duration", "codec", "rotation")
 TEXT_FIELDS = ("id", "text", "source", "item_id")
 
 
@@ -93,6 +127,37 @@ def item_dict(row) -> dict:
 
 def text_dict(row) -> dict:
     return {name: getattr(row, name) for name in TEXT_FIELDS}
+
+
+class ItemExtra(Base):
+    """Extra searchable text of an item by kind (e.g. ``"ocr"``, the text read from the
+    image): joined into the item's ``extra`` words (:mod:`search.keywords`)."""
+
+    __tablename__ = "item_extra"
+
+    item_id: Mapped[int] = mapped_column(
+        IdType, ForeignKey("media_items.id", ondelete="CASCADE"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)
+    text: Mapped[str] = mapped_column(Text)
+
+
+#: The keyword index: one row per indexed item with its normalised words by field
+#: (search.words). On PostgreSQL this table, its generated ``tsv`` column and GIN index;
+#: on SQLite an FTS5 virtual table of the same name (rowid = item id, no ``tsv``) made by
+#: migration 0003 with a trigger that drops an item's row when the item goes. Written only
+#: through search.keywords, never through the ORM.
+WORDS_TSV = ("setweight(to_tsvector('simple'::regconfig, coalesce(names, '')), 'A') || "
+             "setweight(to_tsvector('simple'::regconfig, coalesce(captions, '')), 'B') || "
+             "setweight(to_tsvector('simple'::regconfig, coalesce(exif, '')), 'C') || "
+             "setweight(to_tsvector('simple'::regconfig, coalesce(extra, '')), 'D')")
+item_words = Table(
+    "item_words", Base.metadata,
+    Column("item_id", IdType, ForeignKey("media_items.id", ondelete="CASCADE"),
+           primary_key=True, autoincrement=False),
+    Column("names", Text), Column("captions", Text), Column("exif", Text), Column("extra", Text),
+    Column("tsv", TSVECTOR, Computed(WORDS_TSV, persisted=True)),
+    Index("ix_item_words_tsv", "tsv", postgresql_using="gin"),
+)
 
 
 class Job(Base):
@@ -172,7 +237,7 @@ class FileState:
 
 @dataclass(frozen=True)
 class ItemFilter:
-    """Metadata filters on images; all given conditions must hold."""
+    """Metadata filters on items (images and videos); all given conditions must hold."""
 
     path_prefixes: tuple[str, ...] = ()  # any of them (e.g. one folder under each library root)
     captured_after: dt.datetime | None = None
@@ -180,7 +245,37 @@ class ItemFilter:
     formats: tuple[str, ...] = ()
     min_width: int | None = None
     min_height: int | None = None
+    min_duration: float | None = None  # seconds; only videos have a duration
+    max_duration: float | None = None
+    media: str | None = None  # MEDIA_IMAGE or MEDIA_VIDEO: that kind only; None: both
 
     def is_empty(self) -> bool:
         return not (self.path_prefixes or self.captured_after or self.captured_before
-                    or self.formats or self.min_width or self.min_height)
+                    or self.formats or self.min_width or self.min_height
+                    or self.min_duration is not None or self.max_duration is not None
+                    or self.media is not None)
+
+    def select_ids(self):
+        """The select of the ids of indexed items matching this filter."""
+        q = select(MediaItem.id).where(MediaItem.status == STATUS_INDEXED)
+        if self.path_prefixes:
+            q = q.where(or_(*[MediaItem.path.startswith(p, autoescape=True)
+                              for p in self.path_prefixes]))
+        if self.captured_after:
+            q = q.where(MediaItem.captured_at >= self.captured_after)
+        if self.captured_before:
+            q = q.where(MediaItem.captured_at <= self.captured_before)
+        if self.formats:
+            q = q.where(func.upper(MediaItem.format).in_([f.upper() for f in self.formats]))
+        if self.min_width:
+            q = q.where(MediaItem.width >= self.min_width)
+        if self.min_height:
+            q = q.where(MediaItem.height >= self.min_height)
+        if self.min_duration is not None:
+            q = q.where(MediaItem.duration >= self.min_duration)
+        if self.max_duration is not None:
+            q = q.where(MediaItem.duration <= self.max_duration)
+        if self.media is not None:
+            q = q.where(MediaItem.media == self.media)
+        return q
+

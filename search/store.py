@@ -14,6 +14,7 @@ SQLAlchemy URL otherwise (PostgreSQL is tested).
 """
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -24,13 +25,25 @@ import numpy as np
 from sqlalchemy import create_engine, delete, event, func, or_, select
 from sqlalchemy.orm import Session, defer, sessionmaker
 
+from . import keywords
 from .errors import ModelMismatch, NotFound
-from .schema import (ITEM_FIELDS, SCHEMA_VERSION, STATUS_INDEXED, STATUS_SKIPPED,  # noqa: F401
-                     TEXT_FIELDS, Base, FileState, ItemFilter, Job, MediaItem, MetaEntry,
-                     TextEntry, item_dict, pack, sidecar_source, text_dict, text_hash, unpack,
-                     utcnow)
+from .schema import (  # noqa: F401 (re-exported)
+    ITEM_FIELDS, MEDIA_IMAGE, SCHEMA_VERSION, STATUS_INDEXED, STATUS_SKIPPED, TEXT_FIELDS,
+    Base, FileState, ItemFilter, Job, MediaItem, MetaEntry, Segment, TextEntry, item_dict,
+    pack, sidecar_source, text_dict, text_hash, unpack, utcnow)
 
 log = logging.getLogger(__name__)
+
+
+#: The row type behind each vector table (index). Video items keep their overall vector in
+#: their row but are searched through their segments: the images table is images only.
+VECTOR_TABLES = {"images": MediaItem, "texts": TextEntry, "segments": Segment}
+
+
+def _vector_rows(table: str):
+    """``(model, extra where-clauses)`` of the rows that make up vector table ``table``."""
+    model = VECTOR_TABLES[table]
+    return model, ((MediaItem.media == MEDIA_IMAGE,) if table == "images" else ())
 
 
 def _sqlite_pragmas(dbapi_conn, _record):
@@ -89,29 +102,55 @@ class Store:
             return row.value if row else None
 
     def set_meta(self, key: str, value: str) -> None:
+        """Insert or replace in one statement: processes opening a new store together (two
+        web workers binding the model) must not collide on the key."""
+        name = self.engine.dialect.name
         with self.session() as s:
-            s.merge(MetaEntry(key=key, value=value))
+            if name in ("sqlite", "postgresql"):
+                dialect = importlib.import_module(f"sqlalchemy.dialects.{name}")
+                s.execute(dialect.insert(MetaEntry).values(key=key, value=value)
+                          .on_conflict_do_update(index_elements=["key"], set_={"value": value}))
+            else:
+                s.merge(MetaEntry(key=key, value=value))
+
+    def delete_meta(self, key: str) -> None:
+        with self.session() as s:
+            s.execute(delete(MetaEntry).where(MetaEntry.key == key))
 
     def model_identity(self) -> dict | None:
         raw = self.get_meta("model")
         return json.loads(raw) if raw else None
 
-    def bind_model(self, identity: dict, *, allow_change: bool = False) -> None:
+    def bind_model(self, identity: dict, *, allow_change: bool = False,
+                   writing: bool = False) -> None:
         """Record the model that makes this store's vectors; refuse another one.
 
+        Models are the same when name, weights and dimension agree; the precision
+        mode the vectors were computed in (``identity["precision"]``) does not decide:
+        an index built in one mode answers queries encoded in another. The record
+        keeps every mode that wrote vectors (``"fp32+int8"``) when ``writing``.
         Raises :class:`ModelMismatch` naming both models when the store holds
         vectors of a different model (unless ``allow_change``, used by re-embed).
         """
         current = self.model_identity()
-        if current == identity:
-            return
-        if current is not None and not allow_change and self.count_vectors() > 0:
-            raise ModelMismatch(
-                f"this data directory holds vectors of model {current['name']} "
-                f"({current['pretrained']}, dim {current['dim']}) but the configured model is "
-                f"{identity['name']} ({identity['pretrained']}, dim {identity['dim']}); use the "
-                f"same model, another --data-dir, or re-index with `clipsearch index --reembed`")
-        self.set_meta("model", json.dumps(identity, sort_keys=True))
+        identity = dict(identity)
+        mode = identity.pop("precision", None) or "fp32"
+        if current is not None:
+            modes = set(str(current.pop("precision", None) or "fp32").split("+"))
+            if current == identity:
+                if writing and mode not in modes:
+                    self.set_meta("model", json.dumps(
+                        {**identity, "precision": "+".join(sorted(modes | {mode}))},
+                        sort_keys=True))
+                return
+            if not allow_change and self.count_vectors() > 0:
+                raise ModelMismatch(
+                    f"this data directory holds vectors of model {current['name']} "
+                    f"({current['pretrained']}, dim {current['dim']}) but the configured model "
+                    f"is {identity['name']} ({identity['pretrained']}, dim {identity['dim']}); "
+                    f"use the same model, another --data-dir, or re-index with "
+                    f"`clipsearch index --reembed`")
+        self.set_meta("model", json.dumps({**identity, "precision": mode}, sort_keys=True))
 
     # -- media items ---------------------------------------------------------
     def file_states(self, prefixes: Sequence[str] | None = None) -> dict[str, FileState]:
@@ -186,6 +225,12 @@ class Store:
             raise NotFound(f"item {item_id} has no vector ({item.status}: {item.skip_reason})")
         return unpack(item.vector)
 
+    def indexed_roots(self) -> tuple[str, ...]:
+        """Distinct library roots of indexed items, sorted."""
+        with self.session() as s:
+            return tuple(sorted(s.scalars(select(MediaItem.root).where(
+                MediaItem.status == STATUS_INDEXED).distinct())))
+
     def count_vectors(self) -> int:
         with self.session() as s:
             return s.scalar(select(func.count()).select_from(MediaItem)
@@ -193,21 +238,21 @@ class Store:
 
     def vector_ids(self, table: str = "images") -> np.ndarray:
         """Sorted int64 ids of rows that have a vector."""
-        model = MediaItem if table == "images" else TextEntry
+        model, extra = _vector_rows(table)
         with self.session() as s:
-            ids = s.scalars(select(model.id).where(model.vector.is_not(None))
+            ids = s.scalars(select(model.id).where(model.vector.is_not(None), *extra)
                             .order_by(model.id)).all()
         return np.asarray(ids, dtype=np.int64)
 
     def iter_vectors(self, table: str = "images", *, ids: Sequence[int] | None = None,
                      chunk: int = 10_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield ``(ids int64 (n,), vectors float32 (n, d))`` chunks of stored vectors."""
-        model = MediaItem if table == "images" else TextEntry
+        model, extra = _vector_rows(table)
         if ids is not None:
             for part in _chunks([int(i) for i in ids], 900):
                 with self.session() as s:
                     rows = s.execute(select(model.id, model.vector).where(
-                        model.id.in_(part), model.vector.is_not(None))).all()
+                        model.id.in_(part), model.vector.is_not(None), *extra)).all()
                 if rows:
                     yield _rows_to_arrays(rows)
             return
@@ -215,7 +260,7 @@ class Store:
         while True:
             with self.session() as s:
                 rows = s.execute(select(model.id, model.vector)
-                                 .where(model.vector.is_not(None), model.id > last)
+                                 .where(model.vector.is_not(None), model.id > last, *extra)
                                  .order_by(model.id).limit(chunk)).all()
             if not rows:
                 return
@@ -223,23 +268,10 @@ class Store:
             yield _rows_to_arrays(rows)
 
     def filter_ids(self, flt: ItemFilter) -> np.ndarray:
-        """Ids of indexed images matching ``flt`` (int64, sorted)."""
-        q = select(MediaItem.id).where(MediaItem.status == STATUS_INDEXED)
-        if flt.path_prefixes:
-            q = q.where(or_(*[MediaItem.path.startswith(p, autoescape=True)
-                              for p in flt.path_prefixes]))
-        if flt.captured_after:
-            q = q.where(MediaItem.captured_at >= flt.captured_after)
-        if flt.captured_before:
-            q = q.where(MediaItem.captured_at <= flt.captured_before)
-        if flt.formats:
-            q = q.where(func.upper(MediaItem.format).in_([f.upper() for f in flt.formats]))
-        if flt.min_width:
-            q = q.where(MediaItem.width >= flt.min_width)
-        if flt.min_height:
-            q = q.where(MediaItem.height >= flt.min_height)
+        """Ids of indexed items matching ``flt`` (int64, sorted)."""
         with self.session() as s:
-            return np.asarray(s.scalars(q.order_by(MediaItem.id)).all(), dtype=np.int64)
+            return np.asarray(s.scalars(flt.select_ids().order_by(MediaItem.id)).all(),
+                              dtype=np.int64)
 
     def delete_items(self, ids: Sequence[int]) -> int:
         """Delete item rows only (texts keep their rows, unlinked); returns how many went.
@@ -301,6 +333,7 @@ class Store:
                 s.add(row)
                 rows_added.append(row)
             s.flush()
+            keywords.refresh(s, {r.item_id for r in rows_added if r is not None and r.item_id})
             return [r.id if r is not None else None for r in rows_added]
 
     def delete_texts(self, ids: Sequence[int] | None = None, *, source: str | None = None
@@ -313,14 +346,21 @@ class Store:
             if source is not None:
                 q = q.where(TextEntry.source == source)
             gone = list(s.scalars(q))
+            owners = set()
             for part in _chunks(gone, 900):
+                owners.update(s.scalars(select(TextEntry.item_id).where(
+                    TextEntry.id.in_(part), TextEntry.item_id.is_not(None))))
                 s.execute(delete(TextEntry).where(TextEntry.id.in_(part)))
+            if owners:  # texts attached to items were among them: their caption words go too
+                keywords.refresh(s, owners)
         return gone
 
     def stats(self) -> dict:
         with self.session() as s:
             by_status = dict(s.execute(select(MediaItem.status, func.count())
                                        .group_by(MediaItem.status)).all())
+            videos = s.scalar(select(func.count()).select_from(MediaItem).where(
+                MediaItem.status == STATUS_INDEXED, MediaItem.media != MEDIA_IMAGE)) or 0
             by_reason = dict(s.execute(
                 select(MediaItem.skip_reason, func.count())
                 .where(MediaItem.status == STATUS_SKIPPED)
@@ -332,7 +372,8 @@ class Store:
             roots = [r for r in s.scalars(select(MediaItem.root).distinct())]
             n_texts = s.scalar(select(func.count()).select_from(TextEntry)) or 0
         return {
-            "images_indexed": by_status.get(STATUS_INDEXED, 0),
+            "images_indexed": by_status.get(STATUS_INDEXED, 0) - videos,
+            "videos_indexed": videos,
             "images_skipped": by_status.get(STATUS_SKIPPED, 0),
             "skipped_by_reason": by_reason,
             "formats": {k or "?": v for k, v in by_format.items()},

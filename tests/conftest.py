@@ -13,12 +13,19 @@
 * ``writable_library`` (function): a fresh 12-image library for tests that index, delete
   or change texts.
 * ``live_server`` (session): ``app`` served by werkzeug on 127.0.0.1 in a thread; its URL.
+
+Optional components (PostgreSQL, Chromium, Ray, schemathesis, pillow-heif) go through
+:func:`require` / :func:`require_module`: a test whose component is missing is skipped on a
+developer's machine and FAILS under CI (``CI`` set, as ``.ci/run`` does), so CI never passes
+by skipping.
 """
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import importlib
 import os
+import socket
 import threading
 from dataclasses import dataclass, field
 
@@ -39,6 +46,51 @@ CORPUS = [
     "a city street at night", "a bowl of fruit", "a sailing boat", "snow on trees",
     "a plate of pasta", "a bicycle leaning on a wall", "a stack of books",
 ]
+
+
+def under_ci() -> bool:
+    """Whether the tests run under CI (``CI`` set to anything but an empty or false value)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def require(component: str, available: bool, why: str) -> None:
+    """Skip the calling test (or module) when ``component`` is missing, FAIL under CI.
+
+    ``why``: what is missing and how to get it. Callable in a test, a fixture or at
+    module level."""
+    if available:
+        return
+    message = f"{component} is not available: {why}"
+    if under_ci():
+        pytest.fail(f"{message} (under CI every test must run; install it)", pytrace=False)
+    pytest.skip(message, allow_module_level=True)
+
+
+def require_module(name: str, component: str | None = None, why: str = ""):
+    """``importlib.import_module(name)``, or :func:`require` fails/skips when it is absent."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as e:
+        require(component or name, False, f"{why or 'pip install it'} ({e})")
+
+
+#: A PostgreSQL database the PostgreSQL tests may wipe (.ci/run starts one).
+PG_URL = os.environ.get("CLIPSEARCH_TEST_PG_URL")
+
+
+def require_postgres() -> str:
+    """The test database URL; skips (locally) or fails (CI) without one."""
+    require("PostgreSQL", bool(PG_URL), "set CLIPSEARCH_TEST_PG_URL to a database the tests "
+            "may wipe (.ci/run starts one)")
+    return PG_URL
+
+
+def closed_port() -> tuple[socket.socket, int]:
+    """A bound, never-listening TCP socket on 127.0.0.1 and its port: connections to it
+    are refused at once for as long as the socket is kept open (close it when done)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    return sock, sock.getsockname()[1]
 
 
 @dataclass
@@ -63,6 +115,24 @@ class IndexedLibrary:
     def matching(self, pred) -> list[int]:
         return sorted(self.ids[g.rel] for g in self.images if pred(g))
 
+
+
+def wipe_postgres(url: str) -> None:
+    """Drop every table in the database's current schema, whatever migration made it.
+
+    Tests share one PostgreSQL database; a list of table names goes stale as soon as a
+    migration adds a table, and a table left behind breaks the next test's upgrade."""
+    from sqlalchemy import create_engine, text
+
+    eng = create_engine(url)
+    try:
+        with eng.begin() as c:
+            names = c.execute(text("SELECT tablename FROM pg_tables "
+                                   "WHERE schemaname = current_schema()")).scalars().all()
+            for name in names:
+                c.execute(text(f'DROP TABLE IF EXISTS "{name}" CASCADE'))
+    finally:
+        eng.dispose()
 
 def _pattern(i: int, w: int, h: int) -> Image.Image:
     """Coloured patterns that differ per index: stripes, checks, gradients, blocks."""
@@ -120,7 +190,8 @@ def build_settings(data_dir: str, **overrides):
     from search.config import Settings
 
     base = dict(data_dir=data_dir, model=TINY_MODEL, pretrained="none", device="cpu",
-                workers=0, batch_size=16, api_keys=(API_KEY,), rate_limit=0,
+                workers=0, batch_size=16, api_keys=(API_KEY,), rate_limit=0, file_rate_limit=0,
+                auth_failure_limit=0,
                 torch_threads=None)
     base.update(overrides)
     return Settings(**base).resolved()
@@ -139,8 +210,9 @@ def index_folder(settings, encoder, root: str):
 
 
 def item_ids(service, root: str) -> dict[str, int]:
-    from search.store import MediaItem
     from sqlalchemy import select
+
+    from search.store import MediaItem
 
     with service.library.store.session() as s:
         rows = s.execute(select(MediaItem.id, MediaItem.path)).all()

@@ -12,7 +12,6 @@ import time
 
 import numpy as np
 import pytest
-
 from conftest import API_KEY, AUTH, CORPUS
 
 
@@ -233,7 +232,6 @@ def test_combined_query_targets_texts(client):
 
 
 @pytest.mark.parametrize("body, message", [
-    ({"terms": [{"text": "cat"}, {"text": "cat", "weight": -1}]}, "cancel"),
     ({"terms": []}, "terms"),
     ({"terms": [{"text": "a", "item_id": 1}]}, "exactly one"),
     ({"terms": [{"image": "x"}]}, "multipart"),

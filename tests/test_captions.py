@@ -5,9 +5,9 @@ import os
 import time
 
 import numpy as np
-
 from conftest import build_settings
 from imagegen import make_library
+
 from search.ingest.job import IndexJob
 from search.library import Library
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-
+from conftest import closed_port
 from imagegen import make_library, pattern
 
 TINY = os.path.join(os.path.dirname(__file__), "tiny-clip.json")
@@ -193,11 +193,14 @@ def test_other_model_is_refused_with_a_clear_message(world, tmp_path):
 
 
 def test_unavailable_pretrained_weights_fail_fast_with_instructions(world):
+    sock, port = closed_port()  # the hub probe gets a refused connection, on any machine
     env = dict(world["env"], CLIPSEARCH_MODEL="ViT-B-32", CLIPSEARCH_PRETRAINED="laion2b_s34b_b79k",
-               HF_HUB_CACHE=os.path.join(world["root"], "..", "empty-hf-cache"))
-    proc = run_cli(env, "search", "anything", check=False)
-    if proc.returncode == 0:
-        pytest.skip("ViT-B-32 weights are cached or reachable on this machine")
-    assert proc.returncode == 2
+               HF_HUB_CACHE=os.path.join(world["root"], "..", "empty-hf-cache"),
+               CLIPSEARCH_HUB_ADDRESS=f"127.0.0.1:{port}")
+    try:
+        proc = run_cli(env, "search", "anything", check=False)
+    finally:
+        sock.close()
+    assert proc.returncode == 2, proc.stderr
     assert "clipsearch-mini" in proc.stderr and "--pretrained" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -161,7 +161,14 @@ def test_search_library_imports_no_edge_packages_and_reads_no_environment():
 def test_only_the_encoder_and_the_bundled_models_import_torch_in_the_library():
     users = sorted(m for m, path in _modules().items()
                    if m.startswith("search") and {"torch", "open_clip"} & _imports(path))
-    assert users == ["search.encoder", "search.models"], users
+    assert users == ["search.encoder.loading", "search.encoder.openvino_encoder",
+                     "search.encoder.torch_encoder", "search.models"], users
+
+
+def test_only_the_openvino_encoder_imports_an_inference_runtime():
+    runtimes = {"openvino", "nncf", "onnxruntime", "onnx"}
+    users = sorted(m for m, path in _modules().items() if runtimes & _imports(path))
+    assert users == ["search.encoder.openvino_encoder"], users
 
 
 MAX_MODULE_LINES = 400
@@ -172,3 +179,13 @@ def test_modules_stay_small():
     long = {m: n for m, path in _modules().items()
             if (n := sum(1 for _ in open(path, encoding="utf-8"))) > MAX_MODULE_LINES}
     assert not long, long
+
+
+if __name__ == "__main__":   # `python tests/test_config_layers.py`: the graph between packages
+    import collections
+
+    edges = collections.Counter((m.split(".")[0], t.split(".")[0])
+                                for m, targets in _graph().items() for t in targets
+                                if m.split(".")[0] != t.split(".")[0])
+    for (src, dst), n in sorted(edges.items(), key=lambda e: (LAYER[e[0][0]], LAYER[e[0][1]])):
+        print(f"{src} -> {dst}: {n} imports")

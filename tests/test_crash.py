@@ -1,4 +1,5 @@
-"""The indexer killed with SIGKILL at random points, then completed: nothing lost, nothing doubled."""
+"""The indexer killed with SIGKILL at random points, then completed: nothing lost, nothing doubled
+(rows, vectors, captions, keyword-index words)."""
 from __future__ import annotations
 
 import os
@@ -11,9 +12,10 @@ import time
 
 import numpy as np
 import pytest
-
 from imagegen import make_library
+
 from search.index import VectorIndex
+from search.words import joined, name_words
 
 TINY = os.path.join(os.path.dirname(__file__), "tiny-clip.json")
 pytestmark = pytest.mark.slow
@@ -86,6 +88,11 @@ def test_sigkill_at_random_points_then_resume(tmp_path):
     vectors = {i: np.frombuffer(v, np.float32) for i, v in con.execute(
         "select id, vector from media_items where vector is not null")}
     texts = con.execute("select source, count(*) from texts group by source").fetchall()
+    # the keyword index went through the same transactions: every indexed item has its words
+    id_of = {p: i for i, p in con.execute(
+        "select id, path from media_items where status='indexed'")}
+    words = {i: (names, caps) for i, names, caps in con.execute(
+        "select rowid, names, captions from item_words")}
     text_ids = np.array(sorted(i for (i,) in con.execute("select id from texts")), np.int64)
     con.close()
 
@@ -97,6 +104,11 @@ def test_sigkill_at_random_points_then_resume(tmp_path):
         np.testing.assert_allclose(v, vectors[int(i)], atol=1e-6)
     assert meta["model"]["name"] == "tiny-clip"
 
+    assert set(words) == set(id_of.values()), "keyword index differs from the indexed items"
+    real_root = os.path.realpath(root)
+    for path, item in id_of.items():
+        caption = f"caption of {os.path.basename(path)}" if path in captioned else ""
+        assert words[item] == (name_words(path, real_root), joined(caption)), path
     assert sorted(src for src, _ in texts) == sorted("sidecar:" + p for p in captioned)
     assert all(n == 1 for _, n in texts), "a caption was stored twice"
     tindex, _ = VectorIndex.load(str(data / "index" / "texts.faiss"))

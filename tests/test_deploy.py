@@ -36,7 +36,7 @@ import uuid
 import jsonschema
 import pytest
 import yaml
-
+from conftest import PG_URL, require_postgres, wipe_postgres
 from imagegen import make_library
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -48,7 +48,6 @@ HEALTHCHECK = os.path.join(ROOT, "docker", "healthcheck.py")
 SCHEMA = os.path.join(TESTS, "data", "compose-spec.json")
 COMPOSE_SPEC_SHA256 = "bc50c2d79102aed8df21b3a13e56c9396c7a06da6cff5ce37629f2ee7eb41735"
 TINY = os.path.join(TESTS, "tiny-clip.json")
-PG_URL = os.environ.get("CLIPSEARCH_TEST_PG_URL")
 #: the environment an operator must give (.env); everything else has defaults
 OPERATOR_ENV = {"CLIPSEARCH_LIBRARY": "/srv/photos"}
 
@@ -342,16 +341,6 @@ def _clipsearch() -> list[str]:
     return [script] if os.path.exists(script) else [sys.executable, "-m", "clipsearch"]
 
 
-def _wipe_pg(url: str) -> None:
-    from sqlalchemy import create_engine, text
-
-    eng = create_engine(url)
-    with eng.begin() as c:
-        for t in ("jobs", "texts", "media_items", "meta", "alembic_version"):
-            c.execute(text(f"DROP TABLE IF EXISTS {t} CASCADE"))
-    eng.dispose()
-
-
 def _as_compose_runs(service: dict, *, data_dir: str, library: str, port: int) -> tuple[list, dict]:
     """Command line and environment of a compose service, mapped from the containers'
     paths and network onto this machine: /data, /library, the db host, the port."""
@@ -397,10 +386,7 @@ def _post_image(url: str, path: str, fields: dict) -> dict:
 @pytest.mark.postgres
 @pytest.mark.slow
 def test_compose_topology_runs_without_docker(tmp_path):
-    if not PG_URL:
-        if os.environ.get("CI"):
-            pytest.fail("CLIPSEARCH_TEST_PG_URL is not set under CI: PostgreSQL tests must run")
-        pytest.skip("no PostgreSQL server (set CLIPSEARCH_TEST_PG_URL)")
+    require_postgres()
     from sqlalchemy import create_engine, text
 
     services = resolved()["services"]
@@ -408,7 +394,7 @@ def test_compose_topology_runs_without_docker(tmp_path):
     lib = make_library(library, n_good=12, with_bad=False)
     data_dir = str(tmp_path / "data")  # the shared clipsearch-data volume
     port = _free_port()
-    _wipe_pg(PG_URL)
+    wipe_postgres(PG_URL)
     try:
         # the indexer service: a one-shot job over the read-only library
         cmd, env = _as_compose_runs(services["indexer"], data_dir=data_dir, library=library,
@@ -473,5 +459,5 @@ def test_compose_topology_runs_without_docker(tmp_path):
                                capture_output=True, text=True, timeout=30)
         assert probe.returncode == 1
     finally:
-        _wipe_pg(PG_URL)
+        wipe_postgres(PG_URL)
         shutil.rmtree(data_dir, ignore_errors=True)

@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from conftest import closed_port
 from PIL import Image
 
 from search.encoder import ModelIdentity, OpenClipEncoder, Preprocess
@@ -92,14 +93,36 @@ def test_bad_model_names_fail_with_a_message(model, pretrained, needle):
 
 
 def test_uncached_pretrained_weights_fail_fast_naming_the_offline_options(monkeypatch, tmp_path):
+    """With the hub probe pointed at a closed local port the load fails at once, on any
+    machine (whether or not the real hub is reachable from it)."""
     import time
 
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))  # an empty cache
-    t0 = time.monotonic()
+    sock, port = closed_port()
     try:
-        OpenClipEncoder.load("ViT-B-32", None, device="cpu")
-    except ModelUnavailable as e:
-        assert "clipsearch-mini" in str(e) and "--pretrained" in str(e)
+        t0 = time.monotonic()
+        with pytest.raises(ModelUnavailable) as e:
+            OpenClipEncoder.load("ViT-B-32", None, device="cpu", hub_address=f"127.0.0.1:{port}")
         assert time.monotonic() - t0 < 30  # no minute of download retries
-    else:
-        pytest.skip("the model hub is reachable from this machine")
+    finally:
+        sock.close()
+    assert "clipsearch-mini" in str(e.value) and "--pretrained" in str(e.value)
+
+
+def test_hub_probe_address():
+    from search.config import Settings
+    from search.encoder import DEFAULT_HUB_ADDRESS, hub_reachable, parse_address
+
+    assert Settings().hub_address == DEFAULT_HUB_ADDRESS
+    assert parse_address("huggingface.co:443") == ("huggingface.co", 443)
+    assert parse_address("[::1]:8080") == ("::1", 8080)
+    for bad in ("huggingface.co", ":443", "host:0", "host:99999", "host:http"):
+        with pytest.raises(BadRequest):
+            parse_address(bad)
+    sock, port = closed_port()
+    try:
+        assert not hub_reachable(f"127.0.0.1:{port}")
+        sock.listen(1)  # the same port, now answering
+        assert hub_reachable(f"127.0.0.1:{port}")
+    finally:
+        sock.close()

@@ -6,13 +6,14 @@ import os
 
 import numpy as np
 import pytest
+from conftest import require_module
+from imagegen import png_bomb
 from PIL import Image
 
-from imagegen import png_bomb
-from search.ingest.decode import decode_file
-from search.ingest.discover import walk
 from search.encoder import Preprocess
 from search.errors import ImageError, UnsupportedMedia
+from search.ingest.decode import decode_file
+from search.ingest.discover import walk
 from search.media.images import decode_image, sniff_format
 
 LIMIT = 50_000_000
@@ -32,7 +33,7 @@ def test_allowed_formats_decode_to_rgb(fmt):
 
 
 def test_heic_when_pillow_heif_is_installed():
-    pytest.importorskip("pillow_heif")
+    require_module("pillow_heif", "pillow-heif", "pip install -e '.[heif]'")
     from search.media.images import register_heif
 
     assert register_heif()

@@ -479,7 +479,7 @@ def test_searches_while_adding_do_not_break():
 
 
 def test_faiss_threads_is_per_calling_thread_and_restored():
-    from search.index_kinds import faiss_threads
+    from search.index import faiss_threads
 
     faiss.omp_set_num_threads(2)
     seen = {}

@@ -1,4 +1,4 @@
-"""The ondisk index kind (search/index_large.py, search/large_base.py) on ~20k structured
+"""The ondisk index kind (search/index/ondisk.py and its base modules) on ~20k structured
 vectors: shard-by-shard build, recall against exact search, memory-mapped lists, files,
 add/remove after the build, filters, the auto policy and the Library building it from the
 store."""
@@ -13,10 +13,10 @@ import pytest
 
 from search.config import Settings
 from search.errors import BadRequest, IndexMismatch, NotFound
-from search.index import VectorIndex
-from search.index_kinds import choose_kind
-from search.index_large import LargeIndex, base_root, is_large_index
-from search.large_base import LargeParams, generation_dirs, large_nlist
+from search.index import LargeIndex, base_root, choose_kind, is_large_index, load_index
+from search.index.generations import generation_dirs
+from search.index.params import LargeParams
+from search.index.sizing import large_nlist
 from search.library import Library
 from search.store import Store
 
@@ -117,7 +117,7 @@ def test_lists_are_memory_mapped(index):
 
 def test_save_load_round_trip(index, saved, data, tmp_path):
     ids, _, queries = data
-    loaded, meta = VectorIndex.load(saved)                 # dispatches on the sidecar kind
+    loaded, meta = load_index(saved)                       # dispatches on the sidecar kind
     assert isinstance(loaded, LargeIndex) and meta == {"model": "test"}
     assert is_large_index(saved) and not is_large_index(str(tmp_path / "none.faiss"))
     assert np.array_equal(loaded.ids(), ids)
@@ -309,7 +309,7 @@ def scan_saved(random_data, tmp_path_factory):
 
 
 def test_auto_layout_follows_the_data(data, random_data, saved, scan_saved):
-    from search.large_base import MIN_IVF_COVERAGE, ivf_coverage, train_ivfpq
+    from search.index.training import MIN_IVF_COVERAGE, ivf_coverage, train_ivfpq
 
     p = LargeParams.from_kwargs({"pq_m": 8})
     for vectors, clustered in ((data[1], True), (random_data[1], False)):

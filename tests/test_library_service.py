@@ -1,20 +1,19 @@
 """Library (store + index files) and SearchService over a real small index."""
 from __future__ import annotations
 
-import datetime as dt
 import io
 import json
 import os
 
 import numpy as np
 import pytest
+from imagegen import make_library
 from PIL import Image
 
-from imagegen import make_library
-from search.ingest.job import IndexJob
 from search.config import Settings
 from search.encoder import OpenClipEncoder
 from search.errors import BadRequest, ModelMismatch, NotFound, UnsupportedMedia
+from search.ingest.job import IndexJob
 from search.library import Library
 from search.service import SearchRequest, SearchService, Term
 from search.store import ItemFilter
@@ -178,9 +177,35 @@ def test_image_to_texts(service, built):
     assert len(hits) == 6 and all("caption" in h.item["text"] for h in hits)
 
 
+def test_terms_that_cancel_out_match_nothing(service, enc):
+    """A query with no direction (terms that cancel, zero weights, zero vectors) is valid
+    and answers an empty page, on images and texts alike."""
+    dim = enc.dim
+    for terms in ((Term(text="a"), Term(text="a", weight=-1)),
+                  (Term(text="beach", weight=0),),
+                  (Term(vector=(0.0,) * dim),),
+                  (Term(vector=(-0.0,) * dim), Term(text="x", weight=0.0))):
+        assert not service.query_vector(terms).any()
+        for page in (service.search_images(SearchRequest(terms, k=5)),
+                     service.search_texts(SearchRequest(terms, k=5))):
+            assert page.hits == [] and page.has_more is False
+
+
+def test_raw_vectors_of_any_finite_scale_have_a_direction(service, enc):
+    """Huge and subnormal numbers neither overflow nor vanish: only the direction counts."""
+    dim = enc.dim
+    unit = np.zeros(dim)
+    unit[0], unit[1] = 3.0, -4.0
+    expect = service.query_vector((Term(vector=tuple(unit)),))
+    np.testing.assert_allclose(expect[:2], [0.6, -0.8], atol=1e-6)
+    for scale in (1e30, 1e-300, 5e-324):
+        got = service.query_vector((Term(vector=tuple(unit * scale)),))
+        assert np.isfinite(got).all()
+        if (unit * scale).any():
+            np.testing.assert_allclose(got, expect, atol=1e-6)
+
+
 def test_bad_queries_are_bad_requests(service):
-    with pytest.raises(BadRequest):
-        service.query_vector((Term(text="a"), Term(text="a", weight=-1)))
     with pytest.raises(BadRequest):
         service.search_images(SearchRequest((Term(vector=(1.0, 2.0)),)))
     with pytest.raises(BadRequest):

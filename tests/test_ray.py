@@ -15,16 +15,16 @@ import sqlite3
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
+from conftest import require_module
+from imagegen import make_library
 
-ray = pytest.importorskip("ray")
+ray = require_module("ray", "Ray", "pip install -e '.[ray]'")
 
-from click.testing import CliRunner  # noqa: E402
-
-from imagegen import make_library  # noqa: E402
 from clipsearch.main import cli  # noqa: E402
-from search.ingest.job import IndexJob  # noqa: E402
 from indexer.ray_backend import RayEmbedder, ShardEmbedder, plan_actors  # noqa: E402
 from search.index import VectorIndex  # noqa: E402
+from search.ingest.job import IndexJob  # noqa: E402
 from search.library import Library  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -132,8 +132,9 @@ def test_ray_run_equals_single_process_run(cluster, tmp_path, photos, reference,
         again = index(settings, encoder, photos.root, embedder)  # the same actors again
         local_again = index(local_settings, encoder, photos.root)
     assert (again.updated, again.removed, again.added) == (3, 1, 0)
-    assert again.to_dict() | {"seconds": 0, "embedded_per_second": 0} == \
-        local_again.to_dict() | {"seconds": 0, "embedded_per_second": 0}
+    timing = {"seconds": 0, "embedded_per_second": 0, "decoder_workers": 0,
+              "encoder_wait_share": 0}
+    assert again.to_dict() | timing == local_again.to_dict() | timing
     assert_same(snapshot(settings.data_dir), snapshot(local_settings.data_dir))
 
 
@@ -198,3 +199,45 @@ def test_actor_plan_follows_cluster_resources():
     # one actor per GPU, each with the CPU share every GPU node can give (8/4 = 2)
     assert (gpu.count, gpu.num_cpus, gpu.num_gpus, gpu.device) == (6, 2, 1, "cuda")
     assert plan_actors({"CPU": 2.0}, [], actors=5, cpus_per_actor=1).count == 5
+
+
+def test_ray_shards_by_video_and_ends_as_a_local_run(cluster, tmp_path, encoder, make_settings):
+    """Each video is a shard of its own, decoded and segmented in one actor; the store's
+    items, moments and the segments index equal those of a single-process run."""
+    videogen = require_module("videogen", "PyAV", "needs PyAV and the emoji font (see Makefile)")
+    from indexer.sharding import shard_paths
+
+    root = str(tmp_path / "media")
+    make_library(root, n_good=10, seed=3, with_bad=False)
+    story = videogen.story(size=64)
+    for name in ("a.mp4", "b.webm", "c.mp4"):
+        videogen.write_video(os.path.join(root, name), story, size=(96, 64), fps=4)
+    local = make_settings(str(tmp_path / "local"), workers=0, batch_size=4)
+    want = index(local, encoder, root)
+    settings = make_settings(str(tmp_path / "ray"), workers=0, batch_size=4)
+    with RayEmbedder(settings, identity=encoder.identity, shard_size=4) as embedder:
+        got = index(settings, encoder, root, embedder)
+        from search.ingest.discover import walk
+        expected = shard_paths([f.path for f in walk(os.path.realpath(root))], 4)
+        assert sum(len(s) == 1 and s[0].endswith((".mp4", ".webm")) for s in expected) == 3
+        assert len(embedder.shard_workers) == len(expected)  # one shard per video
+    assert (got.added, sum(got.skipped.values())) == (want.added, 0) == (13, 0)
+
+    def moments(data_dir):
+        con = sqlite3.connect(os.path.join(data_dir, "clipsearch.db"))
+        try:
+            return con.execute("select m.path, s.t_start, s.t_end, s.t_rep, s.vector "
+                               "from segments s join media_items m on m.id = s.item_id "
+                               "order by m.path, s.t_start").fetchall()
+        finally:
+            con.close()
+
+    a, b = moments(local.data_dir), moments(settings.data_dir)
+    assert [r[:4] for r in a] == [r[:4] for r in b] and len(a) >= 9
+    for ra, rb in zip(a, b):
+        np.testing.assert_allclose(np.frombuffer(ra[4], np.float32),
+                                   np.frombuffer(rb[4], np.float32), atol=1e-5)
+    idx, _ = VectorIndex.load(os.path.join(settings.data_dir, "index", "segments.faiss"))
+    assert len(idx) == len(b)
+    assert shard_paths(["x.jpg", "v.mp4", "y.jpg", "z.jpg", "w.mkv"], 4) == [
+        ["x.jpg"], ["v.mp4"], ["y.jpg", "z.jpg"], ["w.mkv"]]

@@ -11,23 +11,17 @@ import os
 
 import numpy as np
 import pytest
-from sqlalchemy import create_engine, text
+from conftest import PG_URL, require_postgres, wipe_postgres
+from sqlalchemy import text
 
 from search.errors import ModelMismatch, NotFound
-from search.store import (SCHEMA_VERSION, STATUS_INDEXED, STATUS_SKIPPED, Base, ItemFilter,
+from search.store import (SCHEMA_VERSION, STATUS_INDEXED, STATUS_SKIPPED, ItemFilter,
                           MediaItem, Store, pack)
-
-PG_URL = os.environ.get("CLIPSEARCH_TEST_PG_URL")
 
 
 def _pg_store() -> Store:
-    if not PG_URL:
-        if os.environ.get("CI"):
-            pytest.fail("CLIPSEARCH_TEST_PG_URL is not set under CI: PostgreSQL tests must run")
-        pytest.skip("no PostgreSQL server (set CLIPSEARCH_TEST_PG_URL)")
-    eng = create_engine(PG_URL)
-    Base.metadata.drop_all(eng)
-    eng.dispose()
+    require_postgres()
+    wipe_postgres(PG_URL)
     return Store(PG_URL)
 
 
@@ -160,7 +154,21 @@ def test_model_binding_refuses_another_model(store):
         store.bind_model(a)
     assert "m1" in str(e.value) and "m2" in str(e.value)
     store.bind_model(a, allow_change=True)
-    assert store.model_identity() == a
+    assert store.model_identity() == {**a, "precision": "fp32"}
+
+
+def test_model_binding_accepts_other_precisions_and_records_the_writers(store):
+    a = {"name": "m1", "pretrained": "x", "dim": 8}
+    store.bind_model({**a, "precision": "int8"}, writing=True)
+    add_items(store, 1)
+    store.bind_model({**a, "precision": "fp32"})  # a reader (queries) in another mode
+    assert store.model_identity()["precision"] == "int8"
+    store.bind_model({**a, "precision": "fp32"}, writing=True)  # now fp32 vectors join
+    assert store.model_identity() == {**a, "precision": "fp32+int8"}
+    store.bind_model({**a, "precision": "int8"}, writing=True)
+    assert store.model_identity()["precision"] == "fp32+int8"
+    with pytest.raises(ModelMismatch):
+        store.bind_model({**a, "dim": 16, "precision": "int8"})
 
 
 def test_stats(store):
@@ -175,9 +183,10 @@ def test_indexer_runs_on_postgresql(tmp_path):
     import shutil
 
     from imagegen import make_library
-    from search.ingest.job import IndexJob
+
     from search.config import Settings
     from search.encoder import OpenClipEncoder
+    from search.ingest.job import IndexJob
     from search.library import Library
 
     store = _pg_store()

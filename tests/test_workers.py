@@ -7,10 +7,10 @@ import signal
 from concurrent.futures.process import BrokenProcessPool
 
 import pytest
-
 from conftest import build_settings
 from crashing_task import double_or_die
 from imagegen import make_library
+
 from search.ingest.job import IndexJob
 from search.ingest.workers import CRASH_REASON, WorkerPool, window_map
 from search.library import Library

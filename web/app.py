@@ -3,8 +3,9 @@
 ``create_app(settings)`` builds an app around one :class:`~web.runtime.Runtime`
 (kept in ``app.extensions["clipsearch"]``): nothing heavy happens here unless
 ``warm=True``; the model, library and indexes load on first use, once per
-process. The API blueprint is always registered; the page blueprint
-(``web.ui``) when that module exists.
+process. Every blueprint is imported and registered here, by name: the API's
+feature blueprints (web/api/) and the search page (web/ui.py). A missing one is
+an ImportError as this module is imported: never a server started without it.
 """
 from __future__ import annotations
 
@@ -12,15 +13,23 @@ import logging
 import time
 
 from flask import Flask, g, request
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from search.config import Settings
+from search.errors import BadRequest
 from search.service import SearchService
 
 from . import metrics
-from .api import bp as api_bp
-from .auth import refuse_keys_in_query
+from .api.indexing import bp as indexing_bp
+from .api.items import bp as items_bp
+from .api.searches import bp as searches_bp
+from .api.service import bp as service_bp
+from .api.session import bp as session_bp
+from .api.texts import bp as texts_bp
+from .auth import check_key_strength, drop_dead_session_cookie, refuse_keys_in_query
 from .http_errors import register_error_handlers
 from .runtime import Runtime
+from .ui import bp as ui_bp
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +46,23 @@ def create_app(settings: Settings, *, service: SearchService | None = None,
     ``service``: an already built SearchService to use (tests, embedding);
     otherwise one is loaded lazily. ``warm``: load it now (``clipsearch serve``
     does, per worker). Never raises for an unavailable model: requests get 503.
+    Raises BadRequest for settings a server must not run with (an API key shorter
+    than 16 characters, a negative proxy count).
+
+    ``trusted_proxies`` = N > 0 wraps the app in Werkzeug's ``ProxyFix``: the client
+    address (rate limits, failed-key buckets) and the scheme (``Secure`` cookies) are
+    taken from the N-th last ``X-Forwarded-For`` / ``X-Forwarded-Proto`` entry, the
+    one the outermost trusted proxy appended; anything a client put further left is
+    ignored. With 0 (the default) those headers are ignored.
     """
+    check_key_strength(settings.api_keys)
+    if settings.trusted_proxies < 0:
+        raise BadRequest("CLIPSEARCH_TRUSTED_PROXIES must be a count of proxies (0 or more)")
     app = Flask(__name__)
+    if settings.trusted_proxies:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies,
+                                x_proto=settings.trusted_proxies, x_host=0, x_port=0,
+                                x_prefix=0)
     app.config["MAX_CONTENT_LENGTH"] = max(1, settings.max_upload_mb) * 1024 * 1024
     app.json.sort_keys = False
     runtime = Runtime(settings, service)
@@ -47,17 +71,19 @@ def create_app(settings: Settings, *, service: SearchService | None = None,
     app.before_request(refuse_keys_in_query)
     metrics.install(app, runtime)
     register_error_handlers(app)
-    app.register_blueprint(api_bp)
-    try:
-        from web.ui import bp as ui_bp
-    except ImportError as e:
-        if e.name not in ("web.ui",):
-            raise
-        ui_bp = None
-    if ui_bp is not None:
-        app.register_blueprint(ui_bp)
+    # The JSON API, all under /api, one blueprint per feature.
+    app.register_blueprint(searches_bp)
+    app.register_blueprint(items_bp)
+    app.register_blueprint(indexing_bp)
+    app.register_blueprint(texts_bp)
+    app.register_blueprint(session_bp)
+    app.register_blueprint(service_bp)
+    # The search page.
+    app.register_blueprint(ui_bp)
 
     origins = frozenset(settings.cors_origins)
+
+    app.after_request(drop_dead_session_cookie)
 
     @app.after_request
     def _headers(resp):

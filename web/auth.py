@@ -1,48 +1,53 @@
-"""API keys, browser sessions and per-client rate limiting.
+"""API keys, the routes that need them, and what failed key checks cost.
 
 Keys travel only in ``Authorization: Bearer KEY``. A request carrying a key-like
 query parameter is refused outright (URLs end up in logs, histories and
 referrers). Keys are compared with :func:`hmac.compare_digest` against every
-configured key, and never logged or echoed.
+configured key, and never logged or echoed. A configured key shorter than
+:data:`MIN_KEY_CHARS` characters stops the server from starting.
 
-A browser page cannot put a header on ``<img src>``, so ``POST /api/session``
-exchanges a valid key for a session cookie that authorises *reads* only. The
-cookie is stateless: ``<expiry unix seconds>.<hex HMAC-SHA256>`` keyed with the
-SHA-256 of the API key that was given, so every worker process can check it
-without shared state or a new secret, it survives restarts, and removing a key
-from the configuration revokes its sessions. It does not contain the key.
+Guessing is not free. Every failed key check, on any route, reads and writes
+alike, is charged to the client's failure bucket (setting ``auth_failure_limit``,
+web/ratelimit.py): a wrong key, a malformed ``Authorization`` header, a session
+cookie whose signature is not the server's. While that bucket is empty, every
+request that carries a key gets 429 with ``Retry-After`` *before* its key is
+looked at, so the answer tells nothing about the key. A request without any
+credential is not a failed check (it gets its 401 for free), and neither is an
+expired or revoked session cookie (it was the server's own).
 
-The rate limiter is a token bucket per client address, kept in this process:
-with N server workers a client may get up to N times the configured rate
-(documented in docs/api.md). The client address is the socket peer; proxies'
-``X-Forwarded-For`` is not trusted.
+Browser sessions (the cookie that authorises reads) are in web/sessions.py.
 """
 from __future__ import annotations
 
-import collections
 import functools
-import hashlib
 import hmac
-import math
-import re
-import threading
-import time
+import logging
 
-from flask import current_app, request
+from flask import current_app, g, request
 
-from search.errors import BadRequest, Forbidden, RateLimited, Unauthorized
+from search.errors import BadRequest, Forbidden, Unauthorized
+
+from .ratelimit import current_client
+from .sessions import SESSION_COOKIE, SessionCheck, session_max_age
+
+log = logging.getLogger(__name__)
 
 #: Query parameters that look like credentials; their presence is an error.
 KEY_PARAMS = frozenset({"key", "api_key", "apikey", "api-key", "token", "access_token",
                         "auth", "authorization", "bearer"})
-MAX_CLIENTS = 10_000  # buckets kept; the least recently seen are forgotten
+#: The shortest API key a server starts with (~95 bits as random URL-safe characters).
+MIN_KEY_CHARS = 16
+KEY_HINT = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
 
-SESSION_COOKIE = "clipsearch_session"
-#: Default lifetime of a session cookie in seconds (setting ``session_hours``); cookies
-#: claiming a later expiry than now + the lifetime are refused, so lowering the setting
-#: also shortens sessions already handed out.
-SESSION_MAX_AGE = 12 * 3600
-_SESSION_FORMAT = re.compile(r"([1-9]\d{0,11})\.([0-9a-f]{64})")
+
+def check_key_strength(keys: tuple[str, ...]) -> None:
+    """Raise BadRequest naming the short keys (by position, never by value)."""
+    short = [str(i) for i, k in enumerate(keys, 1) if len(k) < MIN_KEY_CHARS]
+    if short:
+        raise BadRequest(
+            f"CLIPSEARCH_API_KEYS: every API key needs at least {MIN_KEY_CHARS} characters, "
+            f"and key number {', '.join(short)} of {len(keys)} is shorter; the server does "
+            f"not start with a guessable key. Make a strong one with: {KEY_HINT}")
 
 
 def refuse_keys_in_query() -> None:
@@ -52,72 +57,67 @@ def refuse_keys_in_query() -> None:
                          "(Authorization: Bearer KEY), never in the URL")
 
 
-def _bearer() -> str | None:
-    header = request.headers.get("Authorization")
-    if header is None:
-        return None
-    scheme, _, value = header.strip().partition(" ")
-    if scheme.lower() != "bearer" or not value.strip():
-        raise Unauthorized("the Authorization header must be 'Bearer KEY'")
-    return value.strip()
+def _runtime():
+    return current_app.extensions["clipsearch"]
+
+
+def _failed(error, client: str):
+    """Charge a failed key check to ``client`` and return ``error`` to raise."""
+    _runtime().auth_failures.spend(client)
+    log.warning("failed key check from %s on %s %s (%d)", client, request.method,
+                request.path, error.status)
+    return error
 
 
 def check_key(keys: tuple[str, ...]) -> str:
     """The key of the ``Authorization: Bearer KEY`` header when it is one of ``keys``.
 
-    Raises Unauthorized without a key (or with a malformed header), Forbidden with a key
-    that matches none of ``keys``.
+    Raises Unauthorized without a key (free) or with a malformed header (charged),
+    Forbidden with a key that matches none of ``keys`` (charged), RateLimited while
+    the client's failure bucket is empty (the key is then not looked at).
     """
-    given = _bearer()
-    if given is None:
+    header = request.headers.get("Authorization")
+    if header is None:
         raise Unauthorized("an API key is required: send Authorization: Bearer KEY")
+    client = current_client()
+    _runtime().auth_failures.check(client)
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        raise _failed(Unauthorized("the Authorization header must be 'Bearer KEY'"), client)
+    given = value.strip()
     given_b = given.encode("utf-8", "surrogateescape")
     # Compare against every key (no early exit): timing reveals neither key nor position.
     matches = [hmac.compare_digest(given_b, k.encode("utf-8", "surrogateescape")) for k in keys]
     if not any(matches):
-        raise Forbidden("the API key is not valid" if keys
-                        else "this server has no API keys configured; writes are disabled")
+        raise _failed(Forbidden("the API key is not valid" if keys else
+                                "this server has no API keys configured; writes are disabled"),
+                      client)
     return given
 
 
-def _session_mac(key: str, expires: int) -> str:
-    secret = hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
-    return hmac.new(secret, f"clipsearch-session:{expires}".encode("ascii"),
-                    hashlib.sha256).hexdigest()
+def request_session(settings) -> SessionCheck:
+    """The session cookie of this request, checked. A forged one is charged as a failed
+    key check (429 while the client's failure bucket is empty); any cookie that is not
+    a live session is cleared from the browser with the response."""
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        return SessionCheck()
+    rt = _runtime()
+    result = rt.sessions.check(token, settings.api_keys, session_max_age(settings))
+    if result.forged:
+        client = current_client()
+        rt.auth_failures.check(client)
+        _failed(Unauthorized("forged session cookie"), client)
+    if not result.valid:
+        g.drop_session_cookie = True
+    return result
 
 
-def session_token(key: str, expires: int) -> str:
-    """The session cookie value for ``key``, valid until ``expires`` (unix seconds)."""
-    return f"{int(expires)}.{_session_mac(key, int(expires))}"
-
-
-def session_expiry(token: str | None, keys: tuple[str, ...], *,
-                   max_age: int = SESSION_MAX_AGE, now: float | None = None) -> int | None:
-    """The expiry (unix seconds) of a valid session ``token`` made with one of ``keys``.
-
-    None for a missing, malformed, expired, tampered token, one whose key is no longer
-    configured, or one claiming to live longer than ``max_age`` seconds from now.
-    """
-    match = _SESSION_FORMAT.fullmatch(token or "")
-    if match is None:
-        return None
-    expires = int(match.group(1))
-    now = time.time() if now is None else now
-    if not now < expires <= now + max_age:
-        return None
-    given = match.group(2).encode("ascii")
-    # Check every key (no early exit), as check_key does.
-    matches = [hmac.compare_digest(given, _session_mac(k, expires).encode("ascii"))
-               for k in keys]
-    return expires if any(matches) else None
-
-
-def start_session(resp, key: str, max_age: int = SESSION_MAX_AGE) -> int:
-    """Put a fresh session cookie for ``key`` on ``resp``; returns its expiry (unix seconds)."""
-    expires = int(time.time()) + max_age
-    resp.set_cookie(SESSION_COOKIE, session_token(key, expires), max_age=max_age,
-                    path="/", secure=request.is_secure, httponly=True, samesite="Strict")
-    return expires
+def start_session(resp, key: str, max_age: int) -> None:
+    """Put a fresh session cookie for ``key`` on ``resp``."""
+    resp.set_cookie(SESSION_COOKIE, _runtime().sessions.issue(key), max_age=max_age, path="/",
+                    secure=request.is_secure, httponly=True, samesite="Strict")
+    g.pop("drop_session_cookie", None)
 
 
 def end_session(resp) -> None:
@@ -126,14 +126,13 @@ def end_session(resp) -> None:
                        samesite="Strict")
 
 
-def session_max_age(settings) -> int:
-    """The configured session lifetime in seconds (at least one minute)."""
-    return max(60, int(settings.session_hours) * 3600)
-
-
-def request_session(keys: tuple[str, ...], max_age: int = SESSION_MAX_AGE) -> int | None:
-    """The expiry of this request's valid session cookie, or None."""
-    return session_expiry(request.cookies.get(SESSION_COOKIE), keys, max_age=max_age)
+def drop_dead_session_cookie(resp):
+    """after_request: clear a session cookie that turned out expired, revoked or forged
+    (unless the response sets a new one)."""
+    if g.pop("drop_session_cookie", False) and not any(
+            h.startswith(SESSION_COOKIE + "=") for h in resp.headers.getlist("Set-Cookie")):
+        end_session(resp)
+    return resp
 
 
 def requires_key(kind: str):
@@ -146,7 +145,7 @@ def requires_key(kind: str):
     def wrap(view):
         @functools.wraps(view)
         def inner(*args, **kwargs):
-            settings = current_app.extensions["clipsearch"].settings
+            settings = _runtime().settings
             if kind == "write":
                 # Only the header, never the cookie: a browser attaches cookies to requests
                 # other sites make it send, so a cookie must not authorise indexing, deletion
@@ -155,52 +154,8 @@ def requires_key(kind: str):
             elif settings.search_requires_key:
                 # A header, when sent, is judged on its own: a bad one fails even next to a
                 # valid cookie.
-                if ("Authorization" in request.headers
-                        or request_session(settings.api_keys,
-                                           session_max_age(settings)) is None):
+                if "Authorization" in request.headers or not request_session(settings).valid:
                     check_key(settings.api_keys)
             return view(*args, **kwargs)
         return inner
     return wrap
-
-
-class RateLimiter:
-    """Token buckets per client: ``per_minute`` requests a minute, bursts up to the same."""
-
-    def __init__(self, per_minute: int, *, clock=time.monotonic):
-        self.capacity = float(per_minute)
-        self.refill = per_minute / 60.0  # tokens per second
-        self._clock = clock
-        self._buckets: collections.OrderedDict[str, tuple[float, float]] = \
-            collections.OrderedDict()
-        self._lock = threading.Lock()
-
-    @property
-    def enabled(self) -> bool:
-        return self.capacity > 0
-
-    def take(self, client: str) -> None:
-        """Spend one token of ``client``; raise RateLimited (with Retry-After) when empty."""
-        if not self.enabled:
-            return
-        now = self._clock()
-        with self._lock:
-            tokens, last = self._buckets.pop(client, (self.capacity, now))
-            tokens = min(self.capacity, tokens + (now - last) * self.refill)
-            if tokens < 1.0:
-                self._buckets[client] = (tokens, now)
-                wait = math.ceil((1.0 - tokens) / self.refill)
-                raise RateLimited(f"too many requests; retry in {wait} s", retry_after=wait)
-            self._buckets[client] = (tokens - 1.0, now)
-            while len(self._buckets) > MAX_CLIENTS:
-                self._buckets.popitem(last=False)
-
-
-def rate_limited(view):
-    """Decorator: charge the request to its client's bucket before running the view."""
-    @functools.wraps(view)
-    def inner(*args, **kwargs):
-        limiter = current_app.extensions["clipsearch"].limiter
-        limiter.take(request.remote_addr or "unknown")
-        return view(*args, **kwargs)
-    return inner

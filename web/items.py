@@ -4,7 +4,11 @@ Clients never see an absolute server path: an item is shown with its path
 relative to its library root. Files are reached only through an item id; the
 stored path is resolved with ``realpath`` and must still lie inside the item's
 own (resolved) root, so a file later replaced by a symlink leading out of the
-root, or a root that moved, gives 404 rather than a foreign file.
+root, or a root that moved, gives 404 rather than a foreign file. The file is
+then opened as checked (web/paths.py: component by component, following no
+symlink), so swapping any folder on the path for a symlink between the check and
+the open is refused too. Thumbnails go through the same check and open before
+the cache is looked at: a cached thumbnail is served only while its file is.
 """
 from __future__ import annotations
 
@@ -18,7 +22,11 @@ from PIL import Image
 
 from search.errors import NotFound, SearchError
 from search.media.images import decode_image
+from search.media.video import VIDEO_MIME_TYPES, frame_at
+from search.schema import SIDECAR, sidecar_source
 from search.store import STATUS_INDEXED, MediaItem
+
+from .paths import check_file, open_checked, relative_path
 
 log = logging.getLogger(__name__)
 
@@ -29,15 +37,8 @@ MAX_SOURCE_BYTES = 512 * 1024 * 1024  # refuse to read anything larger into memo
 MIME_TYPES = {
     "JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp",
     "GIF": "image/gif", "BMP": "image/bmp", "TIFF": "image/tiff", "HEIF": "image/heif",
-    "AVIF": "image/avif",
+    "AVIF": "image/avif", **VIDEO_MIME_TYPES,
 }
-
-
-def relative_path(path: str, root: str) -> str:
-    """``path`` relative to ``root`` with ``/`` separators (never absolute)."""
-    rel = os.path.relpath(path, root) if path.startswith(root.rstrip(os.sep) + os.sep) \
-        else os.path.basename(path)
-    return rel.replace(os.sep, "/")
 
 
 def item_json(item: dict) -> dict:
@@ -48,24 +49,51 @@ def item_json(item: dict) -> dict:
         "path": relative_path(item["path"], item["root"]),
         "width": item["width"], "height": item["height"], "format": item["format"],
         "size": item["size"], "captured_at": item["captured_at"], "camera": item["camera"],
+        "lens": item.get("lens"), "description": item.get("description"),
+        "keywords": item.get("keywords"),
         "thumbnail_url": f"/api/items/{i}/thumbnail", "file_url": f"/api/items/{i}/file",
+        "media": item.get("media") or "image", "duration": item.get("duration"),
+        "codec": item.get("codec"), "rotation": item.get("rotation"),
     }
 
 
+def moment_json(item_id: int, moment: dict) -> dict:
+    """A moment of a video: its times, its thumbnail at the representative frame, and the
+    file URL with a media-fragment start time (what an HTML5 player starts from)."""
+    out = {k: moment[k] for k in ("id", "t_start", "t_end", "t_rep") if k in moment}
+    if "score" in moment:
+        out["score"] = moment["score"]
+    out["thumbnail_url"] = f"/api/items/{item_id}/thumbnail?t={moment['t_rep']:g}"
+    out["play_url"] = f"/api/items/{item_id}/file#t={moment['t_start']:g}"
+    return out
+
+
 def hit_json(hit) -> dict:
-    """An image hit (``search.service.Hit``) as ITEM_HIT: the item plus its score."""
+    """An image or video hit (``search.service.Hit``) as ITEM_HIT: the item plus its scores
+    and the query words found in its words (by field); a video hit adds its best moment
+    (``t_start``, ``t_end``, ``moment``; its thumbnail is that moment's) and ``moments``,
+    other matching moments of the same video."""
     out = item_json({"id": hit.id, **hit.item})
-    return {"id": hit.id, "score": round(float(hit.score), 6), **{
-        k: v for k, v in out.items() if k != "id"}}
+    rank = None if hit.rank_score is None else round(float(hit.rank_score), 6)
+    body = {"id": hit.id, "score": round(float(hit.score), 6), "rank_score": rank,
+            "matched": hit.matched, **{k: v for k, v in out.items() if k != "id"}}
+    moment = hit.item.get("moment")
+    if moment is not None:
+        best = moment_json(hit.id, moment)
+        body.update(t_start=best["t_start"], t_end=best["t_end"], moment=best,
+                    moments=[moment_json(hit.id, m) for m in hit.item.get("moments", ())],
+                    thumbnail_url=best["thumbnail_url"], play_url=best["play_url"])
+    return body
 
 
 def text_hit_json(hit, items: dict[int, MediaItem]) -> dict:
     """A text hit; a sidecar caption's source names its image relative to the root."""
     source = hit.item["source"]
     item_id = hit.item.get("item_id")
-    if source.startswith("sidecar:"):
+    if source.startswith(SIDECAR):
         owner = items.get(item_id) if item_id is not None else None
-        source = ("sidecar:" + relative_path(owner.path, owner.root) if owner is not None
+        # No row for its image: the bare label, never an absolute server path.
+        source = (sidecar_source(relative_path(owner.path, owner.root)) if owner is not None
                   else "sidecar")
     return {"id": hit.id, "score": round(float(hit.score), 6), "text": hit.item["text"],
             "source": source, "item_id": item_id}
@@ -79,27 +107,32 @@ def indexed_item(store, item_id: int) -> MediaItem:
     return item
 
 
-def _inside(path: str, root: str) -> bool:
-    try:
-        return os.path.commonpath([path, root]) == root
-    except ValueError:  # different drives on Windows
-        return False
+def open_file(item: MediaItem):
+    """The indexed item's file, opened read-only after the root check (a binary file
+    object; the caller closes it).
 
-
-def resolve_file(item: MediaItem) -> str:
-    """Real path of an indexed item's file, checked to lie inside its real root.
-
-    Raises NotFound when the file is gone, is not a regular file, or resolves
-    outside the root (a symlink swapped in after indexing, a moved root).
+    Raises NotFound when the file is gone, is not a regular file, resolves outside its
+    root (a symlink swapped in after indexing, a moved root), or changed between the
+    check and the open (a folder on its path swapped for a symlink).
     """
     missing = NotFound(f"the file of item {item.id} is not available")
-    if "\x00" in item.path or "\x00" in item.root:
+    checked = check_file(item.path, item.root)
+    if checked is None:
         raise missing
-    root = os.path.realpath(item.root)
-    real = os.path.realpath(item.path)
-    if real == root or not _inside(real, root) or not os.path.isfile(real):
-        raise missing
-    return real
+    try:
+        fd = open_checked(checked)
+    except OSError:
+        log.warning("item %d: its file changed between the check and the open; refused",
+                    item.id)
+        raise missing from None
+    return os.fdopen(fd, "rb")
+
+
+def _opened_path(f) -> str:
+    """A path that names the already opened file ``f`` itself, for decoders that take a
+    path: its /proc entry on Linux, /dev/fd elsewhere (macOS, the BSDs)."""
+    proc = f"/proc/self/fd/{f.fileno()}"
+    return proc if os.path.exists(proc) else f"/dev/fd/{f.fileno()}"
 
 
 def mime_type(item: MediaItem) -> str:
@@ -114,41 +147,52 @@ def thumb_size(requested: int) -> int:
     return THUMB_SIZES[-1]
 
 
-def thumb_etag(item: MediaItem, size: int) -> str:
+def thumb_etag(item: MediaItem, size: int, t: int | None = None) -> str:
     basis = f"{item.id}:{item.content_hash or ''}:{item.size}:{item.mtime}:{size}"
+    if t is not None:
+        basis += f":t{t}"
     return hashlib.sha256(basis.encode()).hexdigest()[:32]
 
 
-def thumbnail(item: MediaItem, size: int, cache_dir: str, *, max_pixels: int) -> tuple[str, str]:
+def thumbnail(item: MediaItem, size: int, cache_dir: str, *, max_pixels: int,
+              t: float | None = None, max_seconds: float = 6 * 3600) -> tuple[str, str]:
     """Path of a cached JPEG thumbnail (longest side ``size``) and its ETag; made on a miss.
 
-    The cache file name carries the ETag, so a re-indexed (changed) file gets a new
-    thumbnail. Written to a temporary name and renamed: concurrent workers never
-    serve half a file. Raises NotFound when the source cannot be read or decoded.
+    For a video, the frame shown at ``t`` seconds (cached per whole second, which bounds
+    the cache to a few files per second of video and size). The cache file name carries
+    the ETag, so a re-indexed (changed) file gets a new thumbnail. Written to a temporary
+    name and renamed: concurrent workers never serve half a file. Raises NotFound when
+    the source cannot be read or decoded.
     """
-    etag = thumb_etag(item, size)
+    video = item.media == "video"
+    second = int(max(0.0, t or 0.0)) if video else None
+    etag = thumb_etag(item, size, second)
     folder = os.path.join(cache_dir, "thumbs", f"{item.id % 256:02x}")
-    path = os.path.join(folder, f"{item.id}-{size}-{etag}.jpg")
-    if os.path.isfile(path):
-        return path, etag
-    src = resolve_file(item)
-    try:
-        if os.path.getsize(src) > MAX_SOURCE_BYTES:
-            raise NotFound(f"the file of item {item.id} is too large for a thumbnail")
-        with open(src, "rb") as f:
-            data = f.read()
-        decoded = decode_image(data, max_pixels=max_pixels, draft_size=size)
-    except SearchError as e:
-        log.warning("thumbnail of item %d failed: %s", item.id, e.message)
-        raise NotFound(f"no thumbnail for item {item.id}: {e.message}") from None
-    except OSError:
-        raise NotFound(f"the file of item {item.id} is not available") from None
-    img = decoded.image
+    stem = f"{item.id}-{size}" + (f"@{second}" if video else "")
+    path = os.path.join(folder, f"{stem}-{etag}.jpg")
+    with open_file(item) as src:  # the root check comes first, cached or not
+        if os.path.isfile(path):
+            return path, etag
+        try:
+            if video:
+                # Only indexed videos get here: the indexer has decoded this file before.
+                # The decoder reads the descriptor we checked, not the path again.
+                img = frame_at(_opened_path(src), float(second), max_side=size,
+                               max_pixels=max_pixels, max_seconds=max_seconds)
+            else:
+                if os.fstat(src.fileno()).st_size > MAX_SOURCE_BYTES:
+                    raise NotFound(f"the file of item {item.id} is too large for a thumbnail")
+                img = decode_image(src.read(), max_pixels=max_pixels, draft_size=size).image
+        except SearchError as e:
+            log.warning("thumbnail of item %d failed: %s", item.id, e.message)
+            raise NotFound(f"no thumbnail for item {item.id}: {e.message}") from None
+        except OSError:
+            raise NotFound(f"the file of item {item.id} is not available") from None
     img.thumbnail((size, size), Image.LANCZOS)
     buf = io.BytesIO()
     img.save(buf, "JPEG", quality=THUMB_QUALITY, optimize=True)
     os.makedirs(folder, exist_ok=True)
-    _remove_stale(folder, item.id, size, keep=path)
+    _remove_stale(folder, stem, keep=path)
     fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -161,8 +205,8 @@ def thumbnail(item: MediaItem, size: int, cache_dir: str, *, max_pixels: int) ->
     return path, etag
 
 
-def _remove_stale(folder: str, item_id: int, size: int, *, keep: str) -> None:
-    prefix = f"{item_id}-{size}-"
+def _remove_stale(folder: str, stem: str, *, keep: str) -> None:
+    prefix = f"{stem}-"
     for name in os.listdir(folder):
         if name.startswith(prefix) and name.endswith(".jpg") and os.path.join(folder, name) != keep:
             try:

@@ -6,9 +6,16 @@ searchable there as checkpoints commit; other workers pick the saved index up
 through the library's reload check). Its progress lives in the ``jobs`` table
 of the store, so any worker answers ``GET /api/jobs/ID``.
 
-One job at a time per data directory: a job is *live* while its row is queued
-or running and its heartbeat (``updated_at``, touched every few seconds by the
-owning process) is recent. A row whose process died is reported as failed.
+One writer at a time per store: the job's thread takes the store's writer lock
+(:mod:`search.writer`) before its row is created, and the request that started it
+waits for that (up to the ``write_wait`` setting): another job in any worker, a CLI ``index`` or a
+deletion elsewhere makes it a 409 naming the holder. A row is *live* while queued or
+running and its heartbeat (``updated_at``, touched every few seconds by the owning
+process) is recent; a row whose process died is reported as failed (and any live-looking
+row is marked so when a new job takes the lock: its owner cannot be running).
+
+``stop()`` (server shutdown) ends a running job within a couple of seconds in any phase;
+what is complete is committed and the job is recorded as stopped, to be started again.
 """
 from __future__ import annotations
 
@@ -16,7 +23,6 @@ import atexit
 import datetime as dt
 import json
 import logging
-import os
 import threading
 import time
 
@@ -24,6 +30,9 @@ from sqlalchemy import select
 
 from search.errors import Conflict, NotFound, SearchError
 from search.store import Job, utcnow
+from search.writer import Stopped
+
+from .paths import relative_path
 
 log = logging.getLogger(__name__)
 
@@ -33,17 +42,10 @@ PROGRESS_EVERY = 0.5  # seconds between progress writes within one phase
 LIVE_STATES = ("queued", "running")
 
 
-def _relative(path: str, roots: list[str]) -> str:
-    for root in roots:
-        if path.startswith(root.rstrip(os.sep) + os.sep):
-            return os.path.relpath(path, root).replace(os.sep, "/")
-    return os.path.basename(path)
-
-
 def public_summary(summary: dict, roots: list[str]) -> dict:
     """The indexer summary with skipped files named relative to their root."""
     out = dict(summary)
-    out["skipped_files"] = [{"path": _relative(f["path"], roots), "reason": f["reason"]}
+    out["skipped_files"] = [{"path": relative_path(f["path"], *roots), "reason": f["reason"]}
                             for f in summary.get("skipped_files", [])]
     return out
 
@@ -79,34 +81,44 @@ class JobRunner:
         return (utcnow() - job.updated_at) > dt.timedelta(seconds=STALE_SECONDS)
 
     # -- starting ---------------------------------------------------------------
-    def start(self, root: str) -> int:
-        """Queue a job over ``root`` (an existing folder, already checked to be allowed).
+    def start(self, root: str, *, retry_skipped: bool = False) -> int:
+        """Start a job over ``root`` (an existing folder, already checked to be allowed);
+        returns its id once its thread holds the writer lock.
 
-        Raises Conflict when a job is live in this or another process.
-        """
-        store = self._store()
+        Raises Conflict when this process runs a job, WriterBusy (a Conflict naming the
+        holder) when another writer keeps the store longer than the ``write_wait`` setting."""
+        self._store()  # a 503 here, not in the thread
         with self._lock:
             if self._thread is not None and self._thread.is_alive():
                 raise Conflict("an indexing job is already running in this server")
-            with store.session() as s:
-                for job in s.scalars(select(Job).where(Job.state.in_(LIVE_STATES))):
-                    if self._stale(job):
-                        job.state, job.error = "failed", "abandoned: the server process stopped"
-                    else:
-                        raise Conflict(f"indexing job {job.id} is still {job.state}")
-                job = Job(roots=json.dumps([root]), state="queued", done=0, total=0, rate=0.0)
-                s.add(job)
-                s.flush()
-                job_id = job.id
             self._stop.clear()
-            self._thread = threading.Thread(target=self._run, args=(job_id, root),
-                                            name=f"index-job-{job_id}", daemon=True)
+            started = threading.Event()
+            outcome: dict = {}
+            self._thread = threading.Thread(
+                target=self._run, args=(root, retry_skipped, self.runtime.settings.write_wait,
+                                      started, outcome),
+                name="index-job", daemon=True)
             self._thread.start()
-        log.info("indexing job %d queued", job_id)
-        return job_id
+            started.wait()
+        if "error" in outcome:
+            raise outcome["error"]
+        log.info("indexing job %d started", outcome["job_id"])
+        return outcome["job_id"]
+
+    def _begin(self, root: str) -> int:
+        """Create the job's row (the writer lock is held: no other job can be live)."""
+        with self._store().session() as s:
+            for job in s.scalars(select(Job).where(Job.state.in_(LIVE_STATES))):
+                job.state, job.error = "failed", "abandoned: the process running it stopped"
+            job = Job(roots=json.dumps([root]), state="running", phase="starting", done=0,
+                      total=0, rate=0.0)
+            s.add(job)
+            s.flush()
+            return job.id
 
     def stop(self, timeout: float = 60.0) -> None:
-        """Ask a running job to stop at its next file and wait for its checkpoint."""
+        """Ask a running job to stop (it does within a couple of seconds, in any phase) and
+        wait until it has committed what is complete and saved."""
         self._stop.set()
         t = self._thread
         if t is not None and t.is_alive() and t is not threading.current_thread():
@@ -134,9 +146,31 @@ class JobRunner:
         while not done.wait(HEARTBEAT_SECONDS):
             self._update(job_id)
 
-    def _run(self, job_id: int, root: str) -> None:
+    def _run(self, root: str, retry_skipped: bool, wait: float, started: threading.Event,
+             outcome: dict) -> None:
         from search.ingest.job import IndexJob
 
+        try:
+            service = self.runtime.service()
+            with service.library.writer.hold("indexing job over the API", roots=[root],
+                                             wait=wait, should_stop=self._stop.is_set):
+                job_id = outcome["job_id"] = self._begin(root)
+                started.set()
+                self._index(job_id, root, service, IndexJob, retry_skipped)
+        except (SearchError, Stopped) as e:  # refused before it began
+            outcome["error"] = e if isinstance(e, SearchError) else \
+                Conflict("the server is shutting down")
+        except Exception as e:  # a bug: record it, keep the server alive
+            log.exception("indexing job crashed")
+            if "job_id" in outcome:
+                self._update(outcome["job_id"], state="failed",
+                             error=f"internal error ({type(e).__name__})")
+            else:
+                outcome["error"] = e
+        finally:
+            started.set()
+
+    def _index(self, job_id: int, root: str, service, job_cls, retry_skipped: bool) -> None:
         finished = threading.Event()
         beat = threading.Thread(target=self._heartbeat, args=(job_id, finished),
                                 name=f"index-job-{job_id}-heartbeat", daemon=True)
@@ -152,18 +186,16 @@ class JobRunner:
                          rate=float(p.rate), eta=p.eta)
 
         try:
-            service = self.runtime.service()
-            with self.runtime.write_lock(wait=24 * 3600):
-                self._update(job_id, state="running", phase="starting")
-                job = IndexJob(service.library, service.encoder, self.runtime.settings,
-                               progress=progress, should_stop=self._stop.is_set)
-                summary = job.run([root])
-            self.runtime.forget_roots()
+            job = job_cls(service.library, service.encoder, self.runtime.settings,
+                          progress=progress, should_stop=self._stop.is_set,
+                          retry_skipped=retry_skipped, what="indexing job over the API")
+            summary = job.run([root])
+            service.forget_roots()
             data = public_summary(summary.to_dict(), [root])
             if summary.interrupted:
                 self._update(job_id, state="failed", summary=json.dumps(data),
-                             error="stopped before finishing (server shutting down); "
-                                   "start it again to resume")
+                             error="stopped before finishing (server shutting down); what was "
+                                   "done is kept: start it again to resume")
             else:
                 self._update(job_id, state="done", phase="done", summary=json.dumps(data))
             log.info("indexing job %d finished: %s", job_id,

@@ -1,5 +1,6 @@
 """What one web process holds: settings, the search service (loaded once, lazily),
-the rate limiter, the write lock and the background job runner.
+the rate limiters, the session signer, the background job runner, and access to the
+store's writer lock.
 
 The model, library and indexes are loaded on first use (or by :meth:`warm_up`,
 which ``clipsearch serve`` calls in each worker after it starts), never at
@@ -7,43 +8,44 @@ import and never per request. A failure to load (no weights, another model's
 vectors in the data directory) is remembered for a short while and answered as
 503, so a broken deployment does not retry a multi-second model load on every
 request.
+
+Writes (deletions, text changes, indexing jobs) hold the store's writer lock
+(:mod:`search.writer`), shared with every other worker, the CLI and other machines;
+a write waits up to ``settings.write_wait`` seconds (CLIPSEARCH_WRITE_WAIT) for another
+writer, then answers 409 naming it. Searches never take it.
 """
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from contextlib import contextmanager
 
-from sqlalchemy import select
-
 from search.config import Settings
-from search.errors import Conflict, SearchError
+from search.errors import SearchError
 from search.service import SearchService
-from search.store import STATUS_INDEXED, MediaItem
 
-from .auth import RateLimiter
+from .jobs import JobRunner
+from .ratelimit import RateLimiter
+from .sessions import SessionSigner, load_secret
 
 log = logging.getLogger(__name__)
 
 RETRY_LOAD_AFTER = 30.0  # seconds a load failure is answered from memory
-ROOTS_TTL = 5.0
-WRITE_WAIT = 10.0  # seconds a write waits for another write (or a job) before 409
 
 
 class Runtime:
     def __init__(self, settings: Settings, service: SearchService | None = None):
-        from .jobs import JobRunner
-
         self.settings = settings
         self._service = service
         self._load_lock = threading.Lock()
         self._failure: tuple[float, SearchError] | None = None
-        self._write_lock = threading.Lock()
         self.limiter = RateLimiter(settings.rate_limit)
+        self.file_limiter = RateLimiter(settings.file_rate_limit)
+        self.auth_failures = RateLimiter(settings.auth_failure_limit,
+                                         message="too many failed key checks from this client")
+        self.sessions = SessionSigner(load_secret(settings.data_dir))
         self.jobs = JobRunner(self)
-        self._roots: tuple[float, tuple[str, ...]] = (-1e9, ())
         self.thumb_dir = settings.cache_dir
 
     # -- the search service -------------------------------------------------
@@ -99,44 +101,15 @@ class Runtime:
 
     # -- writes -----------------------------------------------------------------
     @contextmanager
-    def write_lock(self, *, wait: float = WRITE_WAIT):
-        """Serialise writes in this process; Conflict (409) when busy longer than ``wait``."""
-        if not self._write_lock.acquire(timeout=wait):
-            raise Conflict("another write or an indexing job is in progress; retry later")
-        try:
+    def write_lock(self, what: str = "a write over the API", *, wait: float | None = None):
+        """Hold the store's writer lock (across processes and machines); WriterBusy, a
+        Conflict (409) naming the holder, when another writer keeps it longer than ``wait``
+        (default: the ``write_wait`` setting)."""
+        wait = self.settings.write_wait if wait is None else wait
+        with self.service().library.writer.hold(what, wait=wait):
             yield
-        finally:
-            self._write_lock.release()
-
-    # -- library roots of stored items -----------------------------------------
-    def item_roots(self) -> tuple[str, ...]:
-        """Distinct roots of indexed items (cached a few seconds)."""
-        stamp, roots = self._roots
-        if time.monotonic() - stamp < ROOTS_TTL:
-            return roots
-        store = self.service().library.store
-        with store.session() as s:
-            roots = tuple(sorted(s.scalars(select(MediaItem.root).where(
-                MediaItem.status == STATUS_INDEXED).distinct())))
-        self._roots = (time.monotonic(), roots)
-        return roots
-
-    def forget_roots(self) -> None:
-        self._roots = (-1e9, ())
 
     def close(self) -> None:
         self.jobs.stop()
         if self._service is not None:
             self._service.library.close()
-
-
-def inside_root(path: str, roots: tuple[str, ...]) -> str | None:
-    """The configured root (real path) that ``path`` (real path) equals or lies inside."""
-    for root in roots:
-        real = os.path.realpath(root)
-        try:
-            if os.path.commonpath([path, real]) == real:
-                return real
-        except ValueError:
-            continue
-    return None

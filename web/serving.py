@@ -7,6 +7,16 @@ once, then serves many requests on a few threads (``gthread`` worker: a
 worker's threads share one model). waitress (one process, threads) where
 gunicorn cannot run (Windows), or when asked.
 
+Forwarded headers are judged by the app alone (``trusted_proxies``, Werkzeug's
+``ProxyFix``, see web/app.py): gunicorn is told to trust no peer for them, so whether
+a request counts as HTTPS (``Secure`` cookies) never depends on gunicorn's default
+of trusting 127.0.0.1.
+
+Workers die with the master: each calls :func:`search.lifetime.die_with_parent` right
+after the fork (the master forks from its main thread), so a master killed by SIGKILL or
+the OOM killer takes its workers (and their decoder processes) with it at once, instead of
+leaving them serving until gunicorn's own parent check notices.
+
 With several gunicorn workers, Prometheus metrics need a shared folder
 (``PROMETHEUS_MULTIPROC_DIR``); it is created here before any worker starts,
 unless the environment already names one, and removed when the server exits.
@@ -46,7 +56,13 @@ def choose_server(requested: str = "auto") -> str:
 
 def serve(settings: Settings, *, threads: int = DEFAULT_THREADS, server: str = "auto",
           access_log: bool = True) -> None:
-    """Serve until stopped (SIGINT/SIGTERM). Blocks."""
+    """Serve until stopped (SIGINT/SIGTERM). Blocks.
+
+    Raises BadRequest before anything starts for settings the app refuses (a short
+    API key): one clear message instead of workers that fail to boot."""
+    from .auth import check_key_strength
+
+    check_key_strength(settings.api_keys)
     kind = choose_server(server)
     log.info("serving on http://%s with %s (%d worker(s) x %d threads)",
              bind_address(settings.host, settings.port), kind, settings.web_workers, threads)
@@ -65,8 +81,9 @@ def _serve_waitress(settings: Settings, *, threads: int) -> None:
         log.warning("waitress runs one process; --workers %d ignored (use --threads)",
                     settings.web_workers)
     app = create_app(settings, warm=True)
+    # waitress would strip X-Forwarded-* before the app's ProxyFix could judge them.
     waitress.serve(app, host=settings.host, port=settings.port, threads=threads,
-                   ident="clipsearch")
+                   ident="clipsearch", clear_untrusted_proxy_headers=False)
 
 
 def _serve_gunicorn(settings: Settings, *, threads: int, access_log: bool) -> None:
@@ -76,6 +93,10 @@ def _serve_gunicorn(settings: Settings, *, threads: int, access_log: bool) -> No
     if settings.web_workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         prom_dir = tempfile.mkdtemp(prefix="clipsearch-prometheus-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = prom_dir  # read by workers' prometheus_client
+
+    def post_fork(server, worker):
+        from search.lifetime import die_with_parent
+        die_with_parent(server.pid)
 
     def child_exit(server, worker):
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -100,8 +121,13 @@ def _serve_gunicorn(settings: Settings, *, threads: int, access_log: bool) -> No
         "access_log_format": ACCESS_LOG_FORMAT,
         "errorlog": "-",
         "loglevel": "info",
+        "post_fork": post_fork,
         "child_exit": child_exit,
         "on_exit": on_exit,
+        # X-Forwarded-* belong to the app's ProxyFix (CLIPSEARCH_TRUSTED_PROXIES), never to
+        # gunicorn's own trust of 127.0.0.1.
+        "forwarded_allow_ips": "",
+        "secure_scheme_headers": {},
         # gunicorn >= 25.1 opens an admin socket in $HOME by default: not for us.
         "control_socket_disable": True,
     }

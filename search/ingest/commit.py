@@ -1,4 +1,5 @@
-"""One checkpoint of an indexing job: rows, vectors and sidecar captions in one transaction.
+"""One checkpoint of an indexing job: rows, vectors, sidecar captions and keyword-index words
+in one transaction.
 
 After the transaction is durable the in-memory indexes follow; a job killed before that
 point loses nothing, because the FAISS indexes are repaired from the store when the
@@ -9,9 +10,11 @@ from __future__ import annotations
 import numpy as np
 from sqlalchemy import select
 
+from .. import keywords
 from ..library import Library
-from ..schema import (STATUS_INDEXED, STATUS_SKIPPED, FileState, MediaItem, TextEntry, pack,
-                      sidecar_source, text_hash, utcnow)
+from ..schema import (MEDIA_VIDEO, STATUS_INDEXED, STATUS_SKIPPED, FileState, MediaItem,
+                      TextEntry, pack, sidecar_source, text_hash, utcnow)
+from ..segments import replace_segments
 from .decode import Decoded
 from .summary import Summary
 
@@ -21,7 +24,8 @@ def commit_checkpoint(library: Library, encoder, staged: list[tuple[Decoded, np.
                       summary: Summary) -> int:
     """Write ``staged`` (decoded files with their vector, or None when skipped) as items.
 
-    A known path (in ``states``) keeps its id and has its old sidecar caption replaced;
+    A video's moments (``Decoded.segments``) are written with its row, replacing any it
+    had: the item and all its segments commit together. A known path (in ``states``) keeps its id and has its old sidecar caption replaced;
     ``roots`` maps each path to its library root. ``states`` and ``summary`` are updated.
     Returns how many files were written."""
     store = library.store
@@ -29,6 +33,7 @@ def commit_checkpoint(library: Library, encoder, staged: list[tuple[Decoded, np.
     cap_vecs = encoder.encode_texts([c for _, c in captions]) if captions else None
     add_ids, add_vecs, drop_ids = [], [], []
     text_ids, text_vecs, drop_text_ids = [], [], []
+    seg_ids, seg_vecs, drop_seg_ids = [], [], []
     now = utcnow()
     with store.session() as s:
         rows: dict[str, MediaItem] = {}
@@ -37,8 +42,10 @@ def commit_checkpoint(library: Library, encoder, staged: list[tuple[Decoded, np.
             fields = dict(root=roots[dec.path], size=dec.size, mtime=dec.mtime,
                           content_hash=dec.content_hash, width=dec.width, height=dec.height,
                           format=dec.format, captured_at=dec.captured_at, camera=dec.camera,
+                          lens=dec.lens, description=dec.description, keywords=dec.keywords,
                           status=STATUS_INDEXED if vec is not None else STATUS_SKIPPED,
-                          skip_reason=dec.skip_reason,
+                          skip_reason=dec.skip_reason, media=dec.media,
+                          duration=dec.duration, codec=dec.codec, rotation=dec.rotation,
                           vector=pack(vec) if vec is not None else None, indexed_at=now)
             item = s.get(MediaItem, old.id) if old is not None else None
             if item is None:  # new, or deleted meanwhile by another process
@@ -56,7 +63,13 @@ def commit_checkpoint(library: Library, encoder, staged: list[tuple[Decoded, np.
         s.flush()
         for dec, vec in staged:
             item = rows[dec.path]
-            if vec is not None:
+            if dec.media == MEDIA_VIDEO:
+                old, new = replace_segments(s, item.id, (dec.segments or ()) if vec is not None
+                                            else ())
+                drop_seg_ids += old
+                seg_ids += new
+                seg_vecs += [seg.vector for seg in (dec.segments or ())] if vec is not None else []
+            if vec is not None and dec.media != MEDIA_VIDEO:  # videos: searched by moments
                 add_ids.append(item.id)
                 add_vecs.append(vec)
             elif states.get(dec.path) is not None:
@@ -69,15 +82,19 @@ def commit_checkpoint(library: Library, encoder, staged: list[tuple[Decoded, np.
             s.add(t)
             new_texts.append((t, vec))
         s.flush()
+        keywords.refresh(s, [item.id for item in rows.values()])
         for t, vec in new_texts:
             text_ids.append(t.id)
             text_vecs.append(vec)
     # The transaction is durable; now the in-memory indexes follow.
     for dec, vec in staged:
+        old = states.get(dec.path)
         if vec is None:
             summary.skip(dec.path, dec.skip_reason)
-        elif dec.path not in states:
+        elif old is None:
             summary.added += 1
+        elif old.status == STATUS_SKIPPED:
+            summary.recovered += 1  # skipped before, indexed now (--retry-skipped, or edited)
         else:
             summary.updated += 1
         states[dec.path] = FileState(rows[dec.path].id, dec.path, dec.size, dec.mtime,
@@ -86,6 +103,10 @@ def commit_checkpoint(library: Library, encoder, staged: list[tuple[Decoded, np.
     if add_ids:
         library.index("images", encoder.dim).add(np.asarray(add_ids, np.int64),
                                                  np.stack(add_vecs))
+    library.forget_ids("segments", drop_seg_ids)
+    if seg_ids:
+        library.index("segments", encoder.dim).add(np.asarray(seg_ids, np.int64),
+                                                   np.stack(seg_vecs))
     library.forget_ids("texts", drop_text_ids)
     if text_ids:
         library.index("texts", encoder.dim).add(np.asarray(text_ids, np.int64),

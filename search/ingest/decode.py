@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,8 +32,17 @@ class Decoded:
     format: str | None = None
     captured_at: dt.datetime | None = None
     camera: str | None = None
+    lens: str | None = None
+    description: str | None = None
+    keywords: str | None = None
     skip_reason: str | None = None
     caption: str | None = None  # from a sidecar .txt file
+    media: str = "image"  # or "video"
+    duration: float | None = None  # videos: seconds
+    codec: str | None = None  # videos
+    rotation: int | None = None  # videos: display rotation in degrees
+    segments: list | None = None  # videos: the moments (search.segments.SegmentData)
+    decode_cpu_s: float | None = None  # CPU seconds this process spent on the file
 
 
 MAX_CAPTION_BYTES = 64 * 1024
@@ -60,6 +70,13 @@ def hash_file(path: str) -> tuple[str, str | None]:
 
 def decode_file(path: str, preprocess: Preprocess, max_pixels: int) -> Decoded:
     """Read, hash, decode and preprocess one file. Never raises for bad input."""
+    t0 = time.process_time()
+    out = _decode_file(path, preprocess, max_pixels)
+    out.decode_cpu_s = time.process_time() - t0
+    return out
+
+
+def _decode_file(path: str, preprocess: Preprocess, max_pixels: int) -> Decoded:
     try:
         st = os.stat(path)
         with open(path, "rb") as f:
@@ -82,5 +99,6 @@ def decode_file(path: str, preprocess: Preprocess, max_pixels: int) -> Decoded:
         return out
     out.width, out.height, out.format = img.width, img.height, img.format
     out.captured_at, out.camera = img.captured_at, img.camera
+    out.lens, out.description, out.keywords = img.lens, img.description, img.keywords
     out.caption = read_sidecar(path)
     return out

@@ -1,4 +1,4 @@
-"""Find the image files under library roots.
+"""Find the image and video files under library roots.
 
 Hidden files and folders (a name starting with ``.``) are skipped, and so is
 any symlink whose target lies outside its root (or cannot be resolved). A
@@ -10,6 +10,8 @@ import logging
 import os
 from dataclasses import dataclass
 from typing import Iterator
+
+from ..media.video import VIDEO_EXTENSIONS
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,15 @@ def image_extensions() -> frozenset[str]:
     return IMAGE_EXTENSIONS | HEIF_EXTENSIONS if heif_available() else IMAGE_EXTENSIONS
 
 
+def media_extensions() -> frozenset[str]:
+    """What the indexer looks for: image extensions and :data:`VIDEO_EXTENSIONS`."""
+    return image_extensions() | VIDEO_EXTENSIONS
+
+
+def is_video_path(path: str) -> bool:
+    return os.path.splitext(path)[1].lower() in VIDEO_EXTENSIONS
+
+
 @dataclass(frozen=True)
 class FoundFile:
     path: str  # absolute, as reached under the root (not resolved through symlinks)
@@ -44,9 +55,12 @@ def _inside(path: str, root_real: str) -> bool:
     return path == root_real or path.startswith(root_real.rstrip(os.sep) + os.sep)
 
 
-def walk(root: str, extensions: frozenset[str] | None = None) -> Iterator[FoundFile]:
-    """Yield image files under ``root`` (absolute path), sorted per folder for determinism."""
-    exts = extensions or image_extensions()
+def walk(root: str, extensions: frozenset[str] | None = None, *,
+         passed_over: dict[str, int] | None = None) -> Iterator[FoundFile]:
+    """Yield media files (images and videos) under ``root`` (absolute path), sorted per
+    folder for determinism. ``passed_over["heif"]`` counts HEIC/HEIF files left out because
+    pillow-heif is missing."""
+    exts = extensions or media_extensions()
     root = os.path.abspath(root)
     root_real = os.path.realpath(root)
     seen_dirs: set[str] = set()
@@ -79,7 +93,10 @@ def walk(root: str, extensions: frozenset[str] | None = None) -> Iterator[FoundF
                     continue
                 if not entry.is_file(follow_symlinks=True):
                     continue
-                if os.path.splitext(entry.name)[1].lower() not in exts:
+                ext = os.path.splitext(entry.name)[1].lower()
+                if ext not in exts:
+                    if ext in HEIF_EXTENSIONS and passed_over is not None:
+                        passed_over["heif"] = passed_over.get("heif", 0) + 1
                     continue
                 st = entry.stat(follow_symlinks=True)
             except OSError as e:

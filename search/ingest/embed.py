@@ -1,22 +1,25 @@
 """Files become vectors: decoding in worker processes, encoding here in batches.
 
-An *embedder* takes the files to (re-)embed and yields ``(Decoded, vector or None)``
-pairs in the order of its input; the default one decodes in a :class:`WorkerPool` and
-encodes with the job's encoder, another backend (Ray, in ``indexer.ray_backend``) may
-do both elsewhere.
+An *embedder* takes the files to (re-)embed and a ``should_stop`` callable, and yields
+``(Decoded, vector or None)`` pairs in the order of its input; it ends early (soon after
+``should_stop()`` turns true) by simply ending its stream. The default one decodes in a
+:class:`WorkerPool` and encodes with the job's encoder, another backend (Ray, in
+``indexer.ray_backend``) may do both elsewhere.
 """
 from __future__ import annotations
 
 import os
+import time
+from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from .decode import Decoded, decode_file
-from .discover import FoundFile
 from .workers import CRASH_REASON, WorkerPool, window_map
 
-Embedder = Callable[[list[FoundFile]], Iterator[tuple[Decoded, "np.ndarray | None"]]]
+Embedder = Callable[..., Iterator[tuple[Decoded, "np.ndarray | None"]]]  # (files, *, should_stop)
+StopCheck = Callable[[], bool]
 
 
 def crashed_decode(path: str) -> Decoded:
@@ -29,39 +32,81 @@ def crashed_decode(path: str) -> Decoded:
     return Decoded(path, size, mtime, None, skip_reason=CRASH_REASON)
 
 
+@dataclass
+class EncoderTime:
+    """Where the encoding loop's time went: waiting for decoded files, or encoding."""
+
+    waiting: float = 0.0
+    encoding: float = 0.0
+
+    @property
+    def wait_share(self) -> float:
+        total = self.waiting + self.encoding
+        return self.waiting / total if total > 0 else 0.0
+
+
 def embed_locally(pool: WorkerPool | None, encoder, paths: Sequence[str], *,
-                  batch_size: int, max_pixels: int, window: int
+                  batch_size: int, max_pixels: int, window: int,
+                  should_stop: StopCheck | None = None, timing: EncoderTime | None = None
                   ) -> Iterator[tuple[Decoded, np.ndarray | None]]:
     """Decode ``paths`` in ``pool`` and encode them in batches here.
 
     Yields ``(decoded, vector or None)`` in the order of ``paths``; a skipped
     file has no vector and its ``skip_reason`` set. Pixel buffers are dropped
-    once encoded, so memory stays at about ``window`` decoded images.
+    once encoded, so memory stays at about ``window`` decoded images. Once
+    ``should_stop()`` is true the stream ends: decoded files not yet encoded are dropped.
+    ``timing`` accumulates the time spent waiting for decoders and encoding.
     """
     decoded = window_map(pool, decode_file, paths, window, encoder.preprocess, max_pixels,
-                         on_crash=crashed_decode)
-    yield from batch_encode(encoder, decoded, batch_size)
+                         on_crash=crashed_decode, should_stop=should_stop)
+    yield from batch_encode(encoder, decoded, batch_size, should_stop, timing=timing)
 
 
-def batch_encode(encoder, decoded: Iterable[Decoded], batch_size: int
+def _timed(stream: Iterable[Decoded], timing: EncoderTime) -> Iterator[Decoded]:
+    it = iter(stream)
+    while True:
+        t0 = time.perf_counter()
+        try:
+            item = next(it)
+        except StopIteration:
+            return
+        finally:
+            timing.waiting += time.perf_counter() - t0
+        yield item
+
+
+def batch_encode(encoder, decoded: Iterable[Decoded], batch_size: int,
+                 should_stop: StopCheck | None = None, *, timing: EncoderTime | None = None
                  ) -> Iterator[tuple[Decoded, np.ndarray | None]]:
-    """Encode a stream of decoded files ``batch_size`` images at a time, keeping its order."""
+    """Encode a stream of decoded files ``batch_size`` images at a time, keeping its order.
+    Ends without encoding what is pending once ``should_stop()`` is true; ``timing``
+    accumulates the time spent waiting for the stream and encoding."""
+    if timing is not None:
+        decoded = _timed(decoded, timing)
     pending: list[Decoded] = []
     with_pixels = 0
+    stop = should_stop or (lambda: False)
     for dec in decoded:
+        if stop():
+            return
         pending.append(dec)
         if dec.pixels is not None:
             with_pixels += 1
         if with_pixels >= batch_size:
-            yield from encode_pending(encoder, pending)
+            yield from encode_pending(encoder, pending, timing)
             pending, with_pixels = [], 0
-    yield from encode_pending(encoder, pending)
+    if not stop():
+        yield from encode_pending(encoder, pending, timing)
 
 
-def encode_pending(encoder, pending: list[Decoded]) -> Iterator[tuple[Decoded, np.ndarray | None]]:
+def encode_pending(encoder, pending: list[Decoded], timing: EncoderTime | None = None
+                   ) -> Iterator[tuple[Decoded, np.ndarray | None]]:
     """Encode the decoded files that have pixels in one batch; yield all in order, pixels freed."""
     ready = [d for d in pending if d.pixels is not None]
+    t0 = time.perf_counter()
     vecs = iter(encoder.encode_pixels(np.stack([d.pixels for d in ready])) if ready else ())
+    if timing is not None:
+        timing.encoding += time.perf_counter() - t0
     for d in pending:
         vec = next(vecs) if d.pixels is not None else None
         d.pixels = None

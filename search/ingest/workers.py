@@ -8,6 +8,10 @@ the tasks that were in flight **one at a time**, so the file that kills a
 process alone is identified and reported through ``on_crash`` (the indexer
 skips it with its reason) while every other file is decoded normally.
 
+Decoder processes die with the process that started them, whatever kills it
+(:func:`search.lifetime.die_with_parent`); the pool is started, used and shut down
+by the thread that runs the job, which the kernel's parent-death signal is tied to.
+
 Each crash costs one pool start (~1 s for spawned processes importing numpy and
 Pillow); a run gives up after ``max_restarts`` in total, which only happens when
 something other than single files keeps killing the workers (e.g. the kernel's
@@ -17,25 +21,34 @@ from __future__ import annotations
 
 import collections
 import logging
-import multiprocessing as mp
+import os
 import signal
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Callable, Iterable, Iterator
+
+from ..lifetime import die_with_parent
+from .spawning import decoder_context
 
 log = logging.getLogger(__name__)
 
 CRASH_REASON = "decoder crashed: the process decoding this file died (e.g. a segfault in an " \
                "image library)"
 MAX_RESTARTS = 100
+STOP_POLL = 0.1  # seconds between stop checks while a result is awaited
 
 
-def _ignore_sigint() -> None:  # worker initializer: Ctrl-C is the parent's business
+def _init_worker(parent_pid: int) -> None:
+    """Worker initializer: Ctrl-C and SIGTERM are the parent's business (it stops the pool);
+    the worker dies with the parent."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    die_with_parent(parent_pid)
 
 
 class WorkerPool:
-    """A spawned process pool that can be replaced after a worker dies."""
+    """A spawned process pool that can be replaced after a worker dies. Its processes do
+    not re-run the user's main script (:mod:`.spawning`)."""
 
     def __init__(self, workers: int, *, max_restarts: int = MAX_RESTARTS):
         self.workers = workers
@@ -44,8 +57,8 @@ class WorkerPool:
         self._pool = self._start()
 
     def _start(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"),
-                                   initializer=_ignore_sigint)
+        return ProcessPoolExecutor(self.workers, mp_context=decoder_context(),
+                                   initializer=_init_worker, initargs=(os.getpid(),))
 
     def submit(self, fn, *args) -> Future:
         """Like ``Executor.submit``; on a broken pool the future carries the error."""
@@ -70,20 +83,37 @@ class WorkerPool:
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
+    def kill(self) -> None:
+        """Stop now: queued tasks are cancelled and the processes killed mid-task (a stop
+        request must not wait for a slow decode; its result would be dropped anyway)."""
+        procs = list((getattr(self._pool, "_processes", None) or {}).values())
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for p in procs:
+            try:
+                p.kill()
+            except (OSError, ValueError, AttributeError):
+                pass
+        self._pool.shutdown(wait=True)
+
 
 _END = object()
 
 
 def window_map(pool: WorkerPool | None, fn: Callable, items: Iterable, window: int, *args,
-               on_crash: Callable | None = None) -> Iterator:
+               on_crash: Callable | None = None,
+               should_stop: Callable[[], bool] | None = None) -> Iterator:
     """Ordered ``fn(item, *args)`` over ``items`` with at most ``window`` tasks in flight.
 
     Without a pool, runs in this process. When a worker dies, the pool is restarted
     and the tasks that were in flight run again alone; one that still kills its
     process yields ``on_crash(item)`` instead of a result (without ``on_crash`` the
-    ``BrokenProcessPool`` propagates)."""
+    ``BrokenProcessPool`` propagates). The stream ends early once ``should_stop()`` is
+    true, also while waiting for a result (checked every :data:`STOP_POLL` seconds)."""
+    stop = should_stop or (lambda: False)
     if pool is None:
         for it in items:
+            if stop():
+                return
             yield fn(it, *args)
         return
     pending: collections.deque[tuple[object, Future]] = collections.deque()
@@ -98,7 +128,12 @@ def window_map(pool: WorkerPool | None, fn: Callable, items: Iterable, window: i
 
     fill()
     while pending:
-        item, fut = pending.popleft()
+        item, fut = pending[0]
+        while not fut.done():
+            if stop():
+                return
+            wait([fut], timeout=STOP_POLL)
+        pending.popleft()
         try:
             result = fut.result()
         except BrokenProcessPool:

@@ -4,8 +4,17 @@ Only formats from an allowlist are decoded, and the format is checked from the
 header *before* pixel data is decoded. A pixel count above the configured limit
 is refused from the header too, so a 600-megapixel PNG costs a few bytes of
 reading, not gigabytes of memory. Truncated files are errors (Pillow's
-``LOAD_TRUNCATED_IMAGES`` stays off). EXIF orientation is applied; JPEGs are
-decoded at a reduced scale (draft mode) when the model needs fewer pixels.
+``LOAD_TRUNCATED_IMAGES`` stays off). EXIF orientation is applied.
+
+Reduced-size decoding when the caller needs fewer pixels (``draft_size``), with the
+memory of one decode bounded by :data:`DECODE_MEMORY_BOUND` for any image the pixel
+limit admits (:mod:`.reduced`): JPEGs by Pillow's draft mode (DCT scaling), other
+formats above :data:`~.reduced.VIPS_MIN_PIXELS` by libvips' thumbnailing, which
+decodes in a stream of rows (PNG, TIFF) or at a reduced scale (WebP, HEIF) and never
+holds the full picture. What neither way can bound is refused with its reason.
+
+What the file says about itself is kept for search (:mod:`.metadata`): capture time,
+camera, lens, description and keywords (EXIF, Windows XP tags, IPTC, XMP, PNG text).
 """
 from __future__ import annotations
 
@@ -17,6 +26,8 @@ from dataclasses import dataclass
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import ImageError, UnsupportedMedia
+from . import reduced
+from .metadata import described
 
 #: Pillow format names we decode. MPO is the multi-picture JPEG variant cameras write.
 ALLOWED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF"})
@@ -82,9 +93,16 @@ class DecodedImage:
     height: int
     captured_at: dt.datetime | None
     camera: str | None
+    lens: str | None = None
+    description: str | None = None
+    keywords: str | None = None  # "; "-separated
 
 
 def _exif_facts(img: Image.Image) -> tuple[dt.datetime | None, str | None, int]:
+    if img.format == "PNG" and "exif" not in img.info:
+        # Pillow would decode the whole picture looking for an eXIf chunk after the pixels
+        # (which is where none of the files we met keep it): not for big ones decoded by libvips
+        return None, None, 1
     try:
         exif = img.getexif()
     except Exception:  # malformed EXIF must not lose the image
@@ -125,6 +143,15 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def _allow_pillow(max_pixels: int) -> None:
+    """Pillow refuses images over twice its own ``MAX_IMAGE_PIXELS`` (89 MP) when opening
+    them; our limit (checked from the header below) must decide, also when raised above
+    that. Only ever raised, so other callers keep at least Pillow's default."""
+    current = Image.MAX_IMAGE_PIXELS
+    if current is not None and 2 * current < max_pixels:
+        Image.MAX_IMAGE_PIXELS = max_pixels // 2 + 1
+
+
 def decode_image(data: bytes, *, max_pixels: int, draft_size: int | None = None,
                  formats: frozenset[str] | None = None) -> DecodedImage:
     """Decode ``data`` safely.
@@ -136,6 +163,7 @@ def decode_image(data: bytes, *, max_pixels: int, draft_size: int | None = None,
     if not data:
         raise ImageError("empty file")
     allowed = formats or allowed_formats()
+    _allow_pillow(max_pixels)
     try:
         with warnings.catch_warnings():
             # Our own limit below decides; Pillow still errors above twice its default.
@@ -160,8 +188,13 @@ def decode_image(data: bytes, *, max_pixels: int, draft_size: int | None = None,
     if w * h > max_pixels:
         raise ImageError(f"too large: {w}x{h} = {w * h} pixels exceeds the limit of {max_pixels}")
     captured, camera, orientation = _exif_facts(img)
+    lens, description, keywords = described(img)
     if orientation in (5, 6, 7, 8):
         w, h = h, w
+    if draft_size and reduced.use_vips(img, fmt):
+        rgb = reduced.vips_reduced(data, img, fmt, draft_size)
+        return DecodedImage(rgb, fmt, w, h, captured, camera)
+    reduced.check_memory(img, fmt, jpeg_draft=bool(draft_size))
     try:
         if getattr(img, "n_frames", 1) > 1:
             img.seek(0)
@@ -178,4 +211,4 @@ def decode_image(data: bytes, *, max_pixels: int, draft_size: int | None = None,
         raise ImageError(f"corrupt image: {msg}") from None
     except Exception as e:  # Pillow raises a zoo of types on hostile input
         raise ImageError(f"corrupt image: {type(e).__name__}: {e}") from None
-    return DecodedImage(rgb, fmt, w, h, captured, camera)
+    return DecodedImage(rgb, fmt, w, h, captured, camera, lens, description, keywords)

@@ -1,5 +1,6 @@
 // clipsearch search page. Plain ES2020, no dependencies, no inline handlers (CSP: script-src 'self').
 // Talks to the JSON API only: /api/search, /api/search/image, /api/items/ID, /api/items/ID/similar,
+// /api/moments/ID/similar (a video hit plays from its moment, its other moments are chapters),
 // and /api/session, which trades an API key for a session cookie on servers that require keys
 // for searching (the page never keeps the key: not in storage, not in the URL).
 "use strict";
@@ -41,6 +42,9 @@
     pTitle: $("preview-title"),
     pClose: $("preview-close"),
     pImg: $("preview-img"),
+    pVideo: $("preview-video"),
+    pChaptersTitle: $("chapters-title"),
+    pChapters: $("preview-chapters"),
     pMeta: $("preview-meta"),
     pOpen: $("preview-open"),
     pSimilar: $("preview-similar"),
@@ -52,9 +56,14 @@
     keyMessage: $("key-message"),
     sessionBar: $("session-bar"),
     keyForget: $("key-forget"),
+    onlyRelevant: $("only-relevant"),
+    cutNote: $("cut-note"),
+    cutText: $("cut-text"),
+    showCut: $("show-cut"),
   };
 
   // query: {kind: "text", q} | {kind: "image", blob, name} | {kind: "item", id, name, thumb}
+  //        | {kind: "moment", id, name, thumb}
   const state = {
     query: null,
     offset: 0,
@@ -124,7 +133,8 @@
   }
 
   function searchRequest(query, offset, signal) {
-    const common = [["k", String(PAGE_SIZE)], ["offset", String(offset)], ...filterParams()];
+    const common = [["k", String(PAGE_SIZE)], ["offset", String(offset)],
+      ["relevance", ui.onlyRelevant.checked ? "auto" : "off"], ...filterParams()];
     if (query.kind === "image") {
       const body = new FormData();
       body.append("image", query.blob, query.name || "image");
@@ -135,6 +145,9 @@
     if (query.kind === "text") {
       params.set("q", query.q);
       return api(`/api/search?${params}`, { signal });
+    }
+    if (query.kind === "moment") {
+      return api(`/api/moments/${encodeURIComponent(query.id)}/similar?${params}`, { signal });
     }
     return api(`/api/items/${encodeURIComponent(query.id)}/similar?${params}`, { signal });
   }
@@ -162,6 +175,7 @@
       state.hasMore = Boolean(page.has_more) && hits.length > 0;
       ui.more.hidden = !state.hasMore;
       setStatus(summaryText(page));
+      showCutNote(page.relevance);
     } catch (err) {
       if (err.name === "AbortError" || seq !== state.seq) return;
       if (!append) clearResults();
@@ -184,6 +198,15 @@
     }
   }
 
+  // How many hits the relevance cut-off hid, and a way to see them.
+  function showCutNote(relevance) {
+    const cut = relevance && Number.isInteger(relevance.cut) ? relevance.cut : 0;
+    ui.cutNote.hidden = !(cut > 0 && ui.onlyRelevant.checked);
+    if (!ui.cutNote.hidden) {
+      ui.cutText.textContent = `${cut} less relevant result${cut === 1 ? "" : "s"} hidden.`;
+    }
+  }
+
   function describe(query) {
     if (query.kind === "text") return `“${query.q}”`;
     if (query.kind === "image") return query.name ? `images like ${query.name}` : "images like your picture";
@@ -196,7 +219,11 @@
 
   function summaryText(page) {
     const n = state.shown.size;
-    if (!n) return `No images found for ${describe(state.query)}. Try other words or fewer filters.`;
+    if (!n) {
+      const cut = page.relevance && page.relevance.cut > 0 && ui.onlyRelevant.checked;
+      if (cut) return `No relevant images for ${describe(state.query)}.`;
+      return `No images found for ${describe(state.query)}. Try other words or fewer filters.`;
+    }
     const timings = page.timings_ms || {};
     const ms = Object.values(timings).reduce((a, b) => a + (Number(b) || 0), 0);
     const took = ms > 0 ? ` (${Math.round(ms)} ms)` : "";
@@ -290,6 +317,7 @@
   // ---- rendering results -------------------------------------------------------------
   function clearResults() {
     ui.results.replaceChildren();
+    ui.cutNote.hidden = true;
     state.shown.clear();
     state.offset = 0;
   }
@@ -333,15 +361,115 @@
       img.srcset = `${img.src} 1x, ${sized(hit.thumbnail_url, 512)} 2x`;
     }
     node.querySelector(".score").textContent = score;
+    if (typeof hit.t_start === "number") {
+      const clock = node.querySelector(".clock");
+      clock.textContent = `${formatClock(hit.t_start)}–${formatClock(hit.t_end)}`;
+      clock.hidden = false;
+      thumb.setAttribute("aria-label", `${name} at ${clock.textContent}${score ? `, score ${score}` : ""}. Play from there`);
+    }
     const label = node.querySelector(".name");
     label.textContent = name;
     label.title = hit.path || name;
+    renderMatched(node.querySelector(".matched"), hit.matched);
     const similar = node.querySelector(".similar");
     similar.setAttribute("aria-label", `More like ${name}`);
     thumb.addEventListener("click", () => openPreview(hit, thumb));
     similar.addEventListener("click", () => startItemSearch(hit));
     node.dataset.id = String(hit.id);
     return node;
+  }
+
+  // Which query words the item's words contain, by field: "Matched: acme, invoice (name)".
+  function renderMatched(el, matched) {
+    if (!matched || typeof matched !== "object") return;
+    const parts = Object.entries(matched).filter(([, words]) => Array.isArray(words) && words.length);
+    if (!parts.length) return;
+    el.append("Matched: ");
+    parts.forEach(([field, words], i) => {
+      if (i) el.append("; ");
+      words.forEach((w, j) => {
+        if (j) el.append(", ");
+        const mark = document.createElement("mark");
+        mark.textContent = String(w);
+        el.append(mark);
+      });
+      el.append(` (${field})`);
+    });
+  }
+
+  // 75 -> "1:15", 3725 -> "1:02:05": a time in a video, whole seconds.
+  function formatClock(seconds) {
+    const s = Math.max(0, Math.floor(Number(seconds) || 0));
+    const h = Math.floor(s / 3600);
+    const m = Math.floor((s % 3600) / 60);
+    const ss = String(s % 60).padStart(2, "0");
+    return h ? `${h}:${String(m).padStart(2, "0")}:${ss}` : `${m}:${ss}`;
+  }
+
+  function startMomentSearch(hit, moment) {
+    const name = `${displayName(hit)} at ${formatClock(moment.t_start)}`;
+    state.query = { kind: "moment", id: moment.id, name, thumb: moment.thumbnail_url || null };
+    ui.q.value = "";
+    showExample(moment.thumbnail_url || null, `More like ${name}`, false);
+    remember({ moment: String(moment.id) });
+    const done = runSearch();
+    window.scrollTo({ top: 0 });
+    ui.results.focus({ preventScroll: true });
+    return done;
+  }
+
+  // A video plays from its best moment; every moment of it is a chapter link, the ones
+  // that matched the search marked, each with "more like this moment".
+  function showVideo(hit, moments) {
+    const video = ui.pVideo;
+    const start = typeof hit.t_start === "number" ? hit.t_start : 0;
+    if (video.dataset.item !== String(hit.id)) {
+      video.dataset.item = String(hit.id);
+      video.src = `${hit.file_url}#t=${start}`;
+    }
+    const seek = (t) => {
+      if (video.readyState >= 1) video.currentTime = t;
+      else video.addEventListener("loadedmetadata", () => { video.currentTime = t; }, { once: true });
+    };
+    seek(start);
+    ui.pImg.hidden = true;
+    video.hidden = false;
+    const matched = new Map([hit.moment, ...(hit.moments || [])].filter(Boolean).map((m) => [m.id, m]));
+    ui.pChapters.replaceChildren();
+    for (const m of moments.length ? moments : [...matched.values()]) {
+      const li = document.createElement("li");
+      if (matched.has(m.id)) li.className = "match";
+      const go = document.createElement("button");
+      go.type = "button";
+      go.className = "link-button chapter";
+      go.textContent = `${formatClock(m.t_start)}–${formatClock(m.t_end)}`;
+      go.setAttribute("aria-label", `Play from ${formatClock(m.t_start)}`);
+      go.addEventListener("click", () => { seek(m.t_start); video.play().catch(() => {}); });
+      const like = document.createElement("button");
+      like.type = "button";
+      like.className = "link-button";
+      like.textContent = "More like this moment";
+      like.addEventListener("click", () => {
+        state.preview.opener = null;
+        closePreview();
+        startMomentSearch(hit, m);
+      });
+      li.append(go, " ", like);
+      ui.pChapters.append(li);
+    }
+    ui.pChapters.hidden = ui.pChaptersTitle.hidden = !ui.pChapters.children.length;
+  }
+
+  function hideVideo() {
+    const video = ui.pVideo;
+    video.pause();
+    video.removeAttribute("src");
+    delete video.dataset.item;
+    video.load();
+    video.hidden = true;
+    ui.pImg.hidden = false;
+    ui.pChapters.replaceChildren();
+    ui.pChapters.hidden = ui.pChaptersTitle.hidden = true;
   }
 
   // The thumbnail URL asking for a given longest side (the API caches a few sizes).
@@ -394,7 +522,8 @@
     ui.pMeta.replaceChildren();
     metaRow("Path", item.path);
     if (item.width && item.height) metaRow("Size", `${item.width} × ${item.height} px`);
-    metaRow("Format", item.format);
+    metaRow("Format", item.codec ? `${item.format} (${item.codec})` : item.format);
+    if (typeof item.duration === "number") metaRow("Duration", formatClock(item.duration));
     metaRow("File size", formatBytes(item.size));
     metaRow("Taken", formatDate(item.captured_at));
     metaRow("Camera", item.camera);
@@ -435,6 +564,8 @@
     if (hit.thumbnail_url) img.src = sized(hit.thumbnail_url, 1024);
     ui.pImg.replaceWith(img);
     ui.pImg = img;
+    if (hit.media === "video") showVideo(hit, []);
+    else hideVideo();
     ui.pOpen.href = hit.file_url || "#";
     ui.pOpen.hidden = !hit.file_url;
     fillMeta(hit, hit.score);
@@ -447,6 +578,7 @@
       const item = await api(`/api/items/${encodeURIComponent(hit.id)}`);
       if (seq !== state.preview.seq) return;
       fillMeta({ ...hit, ...item }, hit.score);
+      if (hit.media === "video" && Array.isArray(item.moments)) showVideo(hit, item.moments);
       if (item.file_url) {
         ui.pOpen.href = item.file_url;
         ui.pOpen.hidden = false;
@@ -464,6 +596,7 @@
 
   function closePreview() {
     if (ui.dialog.open) ui.dialog.close();
+    hideVideo();
   }
 
   // ---- API key session -------------------------------------------------------------------
@@ -576,6 +709,12 @@
     setTimeout(() => state.query && runSearch(), 0);
   });
   ui.filters.elements.sort.addEventListener("change", () => state.query && runSearch());
+  ui.onlyRelevant.addEventListener("change", () => state.query && runSearch());
+  ui.showCut.addEventListener("click", () => {
+    ui.onlyRelevant.checked = false;
+    if (state.query) runSearch();
+  });
+  ui.filters.elements.media.addEventListener("change", () => state.query && runSearch());
 
   ui.more.addEventListener("click", () => runSearch({ append: true }));
   if ("IntersectionObserver" in window) {
@@ -597,6 +736,7 @@
   });
   ui.dialog.addEventListener("close", () => {
     state.preview.seq += 1; // ignore a details request still in flight
+    hideVideo(); // Escape closes the dialog without closePreview(): stop the video here too
     const opener = state.preview.opener;
     state.preview.opener = null;
     if (opener && opener.isConnected) opener.focus();
@@ -643,10 +783,15 @@
   if (initial.get("q")) {
     ui.q.value = initial.get("q");
     startTextSearch(ui.q.value);
+  } else if (/^\d+$/.test(initial.get("moment") || "")) {
+    const id = Number(initial.get("moment"));
+    state.query = { kind: "moment", id, name: `moment ${id}`, thumb: null };
+    showExample(null, `More like moment ${id}`, false);
+    runSearch();
   } else if (/^\d+$/.test(initial.get("like") || "")) {
     const id = Number(initial.get("like"));
     startItemSearch({ id, name: `item ${id}`, thumbnail_url: `/api/items/${id}/thumbnail` }, { focusResults: false });
   }
-  if (!initial.get("like")) ui.q.focus();
+  if (!initial.get("like") && !initial.get("moment")) ui.q.focus();
   checkSession();
 })();

@@ -2,15 +2,17 @@
 
 Ids are int64 store primary keys, kept by FAISS itself (``IndexIDMap2`` around flat and
 HNSW indexes, the inverted lists of IVF indexes), so :meth:`VectorIndex.ids` reports what
-FAISS really holds and can be checked against the store. Kinds, parameters and the ``auto``
-policy live in :mod:`search.index_kinds`; the file format in :mod:`search.index_file`.
+FAISS really holds and can be checked against the store. Kinds and the ``auto`` policy live
+in :mod:`search.index.kinds`, parameters in :mod:`search.index.params` and
+:mod:`search.index.sizing`; the file format in :mod:`search.index.files`.
 
 Too few vectors to train an IVF kind never fails: the index keeps exact flat search (and says
 so in the log) and trains itself in :meth:`VectorIndex.add` once enough vectors arrived.
 
 HNSW removal: FAISS cannot remove from an HNSW graph, so removed entries become tombstones
 (graph positions hidden at search time with an ``IDSelectorBitmap``, saved in the sidecar);
-the graph is rebuilt from the surviving vectors once tombstones pass 25 % of it.
+the graph is rebuilt from the surviving vectors once tombstones pass 25 % of it
+(:mod:`search.index.hnsw`).
 
 Filters: ``allowed_ids`` / ``exclude_ids`` go to FAISS as ``IDSelector`` search parameters.
 Approximate kinds start with ``nprobe`` / ``ef_search`` scaled by the inverse selectivity and
@@ -30,66 +32,28 @@ from __future__ import annotations
 import logging
 import math
 import threading
-import time
-from contextlib import contextmanager
 
 import numpy as np
 
-from .errors import BadRequest, NotFound
-from .index_kinds import (ADD_CHUNK, FLAT_MAX_VECTORS, KINDS, MIN_LISTS,  # noqa: F401
-                          IndexParams, add_in_chunks,
-                          choose_kind,
-                          default_nlist, default_nprobe, default_pq_m, load_faiss,
-                          min_train_vectors, new_flat, new_hnsw, resolve_gpu, structure_kind,
-                          train_ivf)
-from .vectors import as_ids, as_matrix, check_unit_norm, search_arguments
+from ..errors import BadRequest, NotFound
+from ..vectors import as_ids, as_matrix, check_unit_norm, search_arguments
+from .files import read_index_files, write_index_files
+from .hnsw import (COMPACT_FRACTION, GraphPositions, graph_of, rebuild_without_tombstones,
+                   search_graph)
+from .kinds import (KINDS, add_in_chunks, choose_kind, load_faiss, new_flat, new_hnsw, resolve_gpu,
+                    structure_kind, train_ivf)
+from .params import IndexParams
+from .rwlock import RWLock
+from .sizing import MIN_LISTS, default_nlist, default_nprobe, default_pq_m, min_train_vectors
 
 log = logging.getLogger(__name__)
-
-COMPACT_FRACTION = 0.25       # HNSW graph is rebuilt when this share of it is tombstones
-_CHUNK = ADD_CHUNK            # rows per reconstruct call, bounds temporary memory
-_faiss = load_faiss
-
-
-class _RWLock:
-    """Many readers or one writer (searches run in parallel, mutations alone)."""
-
-    def __init__(self):
-        self._cond = threading.Condition()
-        self._readers = 0
-        self._writers = 0
-
-    @contextmanager
-    def read(self):
-        with self._cond:
-            self._cond.wait_for(lambda: not self._writers)   # waiting writers go first
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                self._cond.notify_all()
-
-    @contextmanager
-    def write(self):
-        with self._cond:   # held for the whole write: new readers and writers queue up
-            self._writers += 1
-            try:
-                self._cond.wait_for(lambda: self._readers == 0)
-            finally:
-                self._writers -= 1
-            try:
-                yield
-            finally:
-                self._cond.notify_all()
 
 
 # ---------------------------------------------------------------------- the index
 class VectorIndex:
     """FAISS index of L2-normalised float32 vectors under inner product; ids are int64
     store primary keys. See the module docstring (filters, HNSW removal, GPU) and
-    :mod:`search.index_kinds` (kinds, parameters, the ``auto`` policy)."""
+    :mod:`search.index.kinds` (kinds, parameters, the ``auto`` policy)."""
 
     def __init__(self, dim: int, *, kind: str = "flat", nlist: int | None = None,
                  use_gpu: bool | None = None, **params):
@@ -112,7 +76,7 @@ class VectorIndex:
         self._use_gpu = resolve_gpu(use_gpu)
         self._index = new_hnsw(self.dim, self.params) if kind == "hnsw" else new_flat(self.dim)
         self._dead = np.empty(0, dtype=np.int64)   # HNSW tombstones: graph positions
-        self._lock = _RWLock()
+        self._lock = RWLock()
         self._cache_lock = threading.Lock()
         self._cache: dict = {}
         self._gpu = None
@@ -205,12 +169,12 @@ class VectorIndex:
             self._compact_locked()
 
     def _remove_locked(self, ids: np.ndarray) -> int:
-        faiss = _faiss()
+        faiss = load_faiss()
         if ids.size == 0 or self._index.ntotal == 0:
             return 0
         kind = self.kind
         if kind == "hnsw":
-            positions = self._positions_of(ids)
+            positions = self._positions().of(ids)
             if positions.size:
                 self._dead = np.union1d(self._dead, positions)
                 self._changed()
@@ -230,18 +194,10 @@ class VectorIndex:
     def _compact_locked(self) -> None:
         if not self._dead.size:
             return
-        started = time.perf_counter()
-        graph = self._inner()
-        idmap, alive = self._hnsw_maps()[:2]
-        keep = np.flatnonzero(alive)
-        fresh = new_hnsw(self.dim, self.params)
-        for start in range(0, keep.size, _CHUNK):
-            rows = keep[start:start + _CHUNK]
-            fresh.add_with_ids(graph.reconstruct_batch(rows), idmap[rows])
-        self._index, self._dead = fresh, np.empty(0, dtype=np.int64)
+        self._index = rebuild_without_tombstones(self._index, self._positions(), self.dim,
+                                                 self.params)
+        self._dead = np.empty(0, dtype=np.int64)
         self._changed()
-        log.info("rebuilt HNSW graph without tombstones: %d vectors in %.1fs", keep.size,
-                 time.perf_counter() - started)
 
     def _train_threshold(self, n: int) -> int:
         nlist = self.params.nlist or max(MIN_LISTS, default_nlist(n))
@@ -250,9 +206,9 @@ class VectorIndex:
     def _train_locked(self, ids: np.ndarray, x: np.ndarray) -> None:
         """Replace the flat stand-in by a trained IVF holding its vectors plus (ids, x)."""
         held = self._index
-        old_ids = _faiss().vector_to_array(held.id_map)
+        old_ids = load_faiss().vector_to_array(held.id_map)
         if old_ids.size:
-            old_x = _faiss().downcast_index(held.index).reconstruct_n(0, held.ntotal)
+            old_x = load_faiss().downcast_index(held.index).reconstruct_n(0, held.ntotal)
             ids, x = np.concatenate([old_ids, ids]), np.concatenate([old_x, x])
         index = train_ivf(self.target_kind, self.dim, x, self.params)
         add_in_chunks(index, x, ids)
@@ -270,7 +226,7 @@ class VectorIndex:
             return self._read_ids()
 
     def _read_ids(self) -> np.ndarray:
-        faiss = _faiss()
+        faiss = load_faiss()
         kind = self.kind
         if kind in ("ivf", "ivfpq"):
             invlists = faiss.extract_index_ivf(self._index).invlists
@@ -297,32 +253,13 @@ class VectorIndex:
     def _held(self) -> np.ndarray:
         return self._cached("held", self._read_ids)
 
-    def _inner(self):
-        return _faiss().downcast_index(self._index.index)
-
-    def _hnsw_maps(self):
-        """(id per graph position, alive mask, alive ids sorted, their positions)."""
-        def make():
-            idmap = _faiss().vector_to_array(self._index.id_map)
-            alive = np.ones(idmap.size, dtype=bool)
-            alive[self._dead] = False
-            positions = np.flatnonzero(alive)
-            order = np.argsort(idmap[positions], kind="stable")
-            return idmap, alive, idmap[positions][order], positions[order]
-        return self._cached("hnsw", make)
-
-    def _positions_of(self, ids: np.ndarray) -> np.ndarray:
-        """Graph positions of the live HNSW entries among ``ids`` (sorted unique int64)."""
-        _, _, sorted_ids, positions = self._hnsw_maps()
-        at = np.searchsorted(sorted_ids, ids)
-        at = np.minimum(at, max(sorted_ids.size - 1, 0))
-        found = sorted_ids.size > 0
-        hit = (sorted_ids[at] == ids) if found else np.zeros(ids.size, dtype=bool)
-        return positions[at[hit]]
+    def _positions(self) -> GraphPositions:
+        """Where the live ids sit in the HNSW graph (made once per change)."""
+        return self._cached("hnsw", lambda: GraphPositions(self._index, self._dead))
 
     def _nlist(self) -> int:
         if self.kind in ("ivf", "ivfpq"):
-            return int(_faiss().extract_index_ivf(self._index).nlist)
+            return int(load_faiss().extract_index_ivf(self._index).nlist)
         return self.params.nlist or 1
 
     def reconstruct(self, ids: np.ndarray) -> np.ndarray:
@@ -336,12 +273,8 @@ class VectorIndex:
             if ids.size == 0:
                 return np.empty((0, self.dim), dtype=np.float32)
             if self.kind == "hnsw":
-                return self._inner().reconstruct_batch(self._positions_in_order(ids))
+                return graph_of(self._index).reconstruct_batch(self._positions().in_order(ids))
             return self._index.reconstruct_batch(ids)
-
-    def _positions_in_order(self, ids: np.ndarray) -> np.ndarray:
-        _, _, sorted_ids, positions = self._hnsw_maps()
-        return positions[np.searchsorted(sorted_ids, ids)]
 
     # ------------------------------------------------------------ search
     def search(self, queries: np.ndarray, k: int, *, allowed_ids: np.ndarray | None = None,
@@ -379,7 +312,7 @@ class VectorIndex:
 
     def _search_ids(self, q, k, want, allowed, excluded, eligible, n):
         """Flat and IVF kinds: selectors over store ids, widening nprobe when rows are short."""
-        faiss = _faiss()
+        faiss = load_faiss()
         selector, keep = None, []
         if allowed is not None:
             selector = faiss.IDSelectorBatch(allowed)
@@ -407,7 +340,7 @@ class VectorIndex:
         return D, I
 
     def _search_ivf(self, q, k, nprobe, selector):
-        faiss = _faiss()
+        faiss = load_faiss()
         gpu = self._gpu_index() if selector is None else None
         if gpu is not None:
             faiss.GpuParameterSpace().set_index_parameter(gpu, "nprobe", nprobe)
@@ -418,42 +351,8 @@ class VectorIndex:
         return self._index.search(q, k, params=params)
 
     def _search_hnsw(self, q, k, want, allowed, excluded, eligible, n):
-        """HNSW: a bitmap selector over graph positions hides tombstones and filtered-out
-        entries; ef_search widens on short rows, then the flat storage is scanned exactly."""
-        faiss = _faiss()
-        idmap, alive = self._hnsw_maps()[:2]
-        graph = self._inner()
-        selector = bits = None
-        if allowed is not None or excluded is not None or self._dead.size:
-            if allowed is not None:
-                mask = np.zeros(idmap.size, dtype=bool)
-                mask[self._positions_of(allowed)] = True
-            else:
-                mask = alive.copy()
-                if excluded is not None:
-                    mask[self._positions_of(excluded)] = False
-            bits = np.packbits(mask, bitorder="little")
-            selector = faiss.IDSelectorBitmap(idmap.size, faiss.swig_ptr(bits))
-        ef = max(self.params.ef_search, k)
-        ef = math.ceil(ef * n / eligible)
-        D = np.empty((q.shape[0], k), dtype=np.float32)
-        I = np.empty((q.shape[0], k), dtype=np.int64)
-        rows = np.arange(q.shape[0])
-        cap = max(4 * self.params.ef_search, 1024, 2 * k)
-        while rows.size and ef <= cap and ef < eligible:
-            params = faiss.SearchParametersHNSW(efSearch=ef)
-            if selector is not None:
-                params.sel = selector
-            d, i = graph.search(q[rows], k, params=params)
-            D[rows], I[rows] = d, i
-            short = (i >= 0).sum(axis=1) < want
-            rows, ef = rows[short], ef * 4
-        if rows.size:   # small eligible sets, or a graph that could not reach k of them
-            storage = faiss.downcast_index(graph.storage)
-            params = None if selector is None else faiss.SearchParameters(sel=selector)
-            D[rows], I[rows] = storage.search(q[rows], k, params=params)
-        I = np.where(I >= 0, idmap[np.maximum(I, 0)], -1)
-        return D, I
+        return search_graph(self._index, self._positions(), q, k, want, allowed, excluded,
+                            eligible, n, self.params.ef_search)
 
     def _gpu_index(self):
         """The lazily made GPU copy for unfiltered flat/IVF search, or None on CPU."""
@@ -461,7 +360,7 @@ class VectorIndex:
             return None
         with self._cache_lock:
             if self._gpu is None:
-                self._gpu = _faiss().index_cpu_to_all_gpus(self._index)
+                self._gpu = load_faiss().index_cpu_to_all_gpus(self._index)
             return self._gpu
 
     # ------------------------------------------------------------ files
@@ -469,20 +368,15 @@ class VectorIndex:
         """Write the index atomically to ``path`` plus a JSON sidecar ``path + ".json"``
         holding ``meta`` (a JSON-able dict), kind, dim, count and the file's sha256.
         Raises BadRequest if ``meta`` is not JSON-able."""
-        from .index_file import write_index_files
         with self._lock.read():
             write_index_files(self, path, meta)
 
     @classmethod
     def load(cls, path: str, *, use_gpu: bool | None = None) -> tuple["VectorIndex", dict]:
-        """Read an index written by :meth:`save` (or a :class:`~search.index_large.LargeIndex`
-        when the sidecar names the ``ondisk`` kind); returns ``(index, meta)``.
+        """Read an index written by :meth:`save`; returns ``(index, meta)``. In-memory kinds
+        only: :func:`search.index.load_index` also reads the ``ondisk`` kind.
         Raises NotFound if neither file exists, IndexMismatch if either is missing,
         unreadable, or they disagree (count, sha256, kind, dim) - e.g. after a torn write."""
-        from .index_file import read_index_files
-        from .index_large import LargeIndex, is_large_index
-        if is_large_index(path):     # the ondisk kind: its own files, CPU only
-            return LargeIndex.load(path)
         return read_index_files(cls, path, use_gpu)
 
     @classmethod
@@ -495,7 +389,7 @@ class VectorIndex:
         self._use_gpu = resolve_gpu(use_gpu)
         self._index = index
         self._dead = dead
-        self._lock = _RWLock()
+        self._lock = RWLock()
         self._cache_lock = threading.Lock()
         self._cache = {}
         self._gpu = None

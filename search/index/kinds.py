@@ -1,4 +1,4 @@
-"""Index kinds, their FAISS builders and parameters, and the ``auto`` policy.
+"""Index kinds, their FAISS builders and the ``auto`` policy; loading FAISS, its threads, GPUs.
 
 Kinds
 -----
@@ -6,19 +6,18 @@ Kinds
 ``ivf``    IVF-Flat: k-means lists, ``nprobe`` lists scanned per query; exact distances.
 ``hnsw``   HNSW graph over flat vectors (``IndexHNSWFlat`` in ``IndexIDMap2``); ``ef_search``
            sets the speed / recall trade-off. FAISS cannot remove from HNSW; VectorIndex
-           keeps tombstones and rebuilds the graph (see search/index.py).
+           keeps tombstones and rebuilds the graph (see :mod:`search.index.hnsw`).
 ``ivfpq``  IVF with product-quantised codes (``pq_m`` bytes per vector): the low-memory
            kind. Scores and reconstructed vectors are approximations. :func:`new_ivfpq` is
            the single place that builds it (room for OPQ / re-ranking / mmap later).
 
-Parameters follow FAISS's "Guidelines to choose an index": ``nlist`` = 4*sqrt(n) rounded
-to a power of two (the guideline range is 4..16*sqrt(n)), capped so that every list has at
-least 39 training vectors (FAISS's own minimum per centroid); k-means trains on a sample of
-64 vectors per list (the guideline range is 30..256; more costs minutes on 2 cores for little
-gain); HNSW uses M=32 and FAISS's efConstruction=40. ``nprobe`` defaults to nlist/32 (at
-least 8) and ``ef_search`` to 128; both can be changed at any time on a VectorIndex.
+Parameters follow FAISS's "Guidelines to choose an index" (the numbers derived from ``n``
+and ``dim`` are in :mod:`search.index.sizing`): k-means trains on a sample of 64 vectors per
+list (the guideline range is 30..256; more costs minutes on 2 cores for little gain); HNSW
+uses M=32 and FAISS's efConstruction=40. ``nprobe`` defaults to nlist/32 (at least 8) and
+``ef_search`` to 128; both can be changed at any time on a VectorIndex.
 
-``ondisk`` (not built by VectorIndex: see :mod:`search.index_large`) IVF-PQ with OPQ
+``ondisk`` (not built by VectorIndex: see :mod:`search.index.ondisk`) IVF-PQ with OPQ
            optional, inverted lists memory-mapped from disk, exact re-ranking from a
            float16 copy of the vectors on disk; for collections beyond the memory budget.
 
@@ -33,16 +32,16 @@ The ``auto`` policy (:func:`choose_kind`), with flat size = n * (4*d + 8) bytes:
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
-import math
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import BadRequest, DependencyMissing
+from ..errors import BadRequest, DependencyMissing
+from .params import IndexParams
+from .sizing import (MAX_POINTS_PER_LIST, MIN_POINTS_PER_LIST, default_nlist, default_pq_m,
+                     large_min_train_vectors, large_nlist, min_train_vectors)
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +50,6 @@ KINDS = ("flat", "ivf", "hnsw", "ivfpq")
 #: ~8 ms of one core at 50k (16 ms at 100k), which concurrent requests on a 2-core box queue
 #: behind; HNSW answers in ~1-2 ms with recall@10 ~0.99 on structured data (docs/benchmarks.md).
 FLAT_MAX_VECTORS = 50_000
-MIN_POINTS_PER_LIST = 39      # FAISS warns below this many training points per centroid
-MAX_POINTS_PER_LIST = 256     # FAISS subsamples above this many
-MIN_LISTS = 16                # fewer lists than this is not worth an IVF
 
 
 def load_faiss():
@@ -98,75 +94,12 @@ def faiss_threads(n: int | None):
         faiss.omp_set_num_threads(before)
 
 
-@dataclass
-class IndexParams:
-    """Construction and search parameters; ``None`` means "derive from the data"."""
-
-    nlist: int | None = None          # IVF lists; default from n at training time
-    nprobe: int | None = None         # IVF lists scanned per query; default from nlist
-    hnsw_m: int = 32                  # HNSW links per vector
-    ef_construction: int = 40         # HNSW build beam (FAISS default)
-    ef_search: int = 128              # HNSW search beam
-    pq_m: int | None = None           # PQ bytes per vector; default ~dim/8, divides dim
-    pq_nbits: int = 8                 # bits per PQ code
-    train_per_list: int = 64          # k-means sample: vectors per IVF list (guideline 30..256)
-    seed: int = 1234                  # training-sample and k-means seed
-
-    @classmethod
-    def from_kwargs(cls, nlist, params: dict) -> "IndexParams":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(params) - names
-        if unknown:
-            raise BadRequest(f"unknown index parameter(s): {', '.join(sorted(unknown))}")
-        out = cls(nlist=nlist, **params)
-        for name in ("nlist", "nprobe", "pq_m"):
-            value = getattr(out, name)
-            if value is not None and (not isinstance(value, (int, np.integer)) or value < 1):
-                raise BadRequest(f"{name} must be a positive integer, got {value!r}")
-        for name in ("hnsw_m", "ef_construction", "ef_search", "pq_nbits", "train_per_list"):
-            value = getattr(out, name)
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise BadRequest(f"{name} must be a positive integer, got {value!r}")
-        return out
-
-
 # ---------------------------------------------------------------------- policy
-def default_nlist(n: int) -> int:
-    """IVF list count for ``n`` vectors: 4*sqrt(n) as a power of two, >= 39 vectors per list."""
-    if n < 1:
-        return 1
-    k = 2 ** round(math.log2(4 * math.sqrt(n)))
-    return max(1, min(k, n // MIN_POINTS_PER_LIST))
-
-
-def default_nprobe(nlist: int) -> int:
-    """Lists scanned per query by default: 1/32 of the lists, between 8 and nlist."""
-    return max(1, min(nlist, max(8, nlist // 32)))
-
-
-def default_pq_m(dim: int) -> int:
-    """PQ sub-quantizers: the largest divisor of ``dim`` not above max(1, dim // 8)."""
-    m = max(1, dim // 8)
-    while dim % m:
-        m -= 1
-    return m
-
-
-def min_train_vectors(kind: str, nlist: int | None, pq_nbits: int = 8) -> int:
-    """Vectors needed before an IVF kind can be trained (0 for kinds without training)."""
-    if kind not in ("ivf", "ivfpq"):
-        return 0
-    need = MIN_POINTS_PER_LIST * (nlist or MIN_LISTS)
-    if kind == "ivfpq":
-        need = max(need, MIN_POINTS_PER_LIST * 2 ** pq_nbits)
-    return need
-
-
 def choose_kind(n: int, dim: int, memory_budget_mb: int, *, on_disk: bool = False) -> str:
     """The ``auto`` policy: an index kind for ``n`` vectors of ``dim`` under a memory budget.
 
     See the module docstring for the table. ``on_disk``: the caller can build the
-    ``ondisk`` kind (:mod:`search.index_large`, which needs a directory and streams from the
+    ``ondisk`` kind (:mod:`search.index.ondisk`, which needs a directory and streams from the
     store, so only :class:`search.library.Library` can); it then replaces ``ivfpq`` where
     flat vectors exceed the budget. Raises :class:`BadRequest` for negative sizes.
     """
@@ -176,9 +109,7 @@ def choose_kind(n: int, dim: int, memory_budget_mb: int, *, on_disk: bool = Fals
     budget = memory_budget_mb * 2 ** 20
     if n * (4 * dim + 8) > budget:
         if on_disk:
-            from .large_base import large_nlist
-            from .large_base import min_train_vectors as large_min_train
-            return "ondisk" if n >= large_min_train(large_nlist(n)) else "flat"
+            return "ondisk" if n >= large_min_train_vectors(large_nlist(n)) else "flat"
         return "ivfpq" if n >= min_train_vectors("ivfpq", default_nlist(n)) else "flat"
     if n <= FLAT_MAX_VECTORS:
         return "flat"

@@ -1,7 +1,8 @@
 """LargeIndex: the ``ondisk`` kind, for collections that do not fit in memory.
 
-An immutable *base* (:mod:`search.large_base`: IVF-PQ with memory-mapped on-disk inverted
-lists, plus a float16 copy of the vectors on disk) and two small in-memory layers:
+An immutable *base* (:mod:`search.index.base`, files in :mod:`search.index.generations`:
+IVF-PQ with memory-mapped on-disk inverted lists, plus a float16 copy of the vectors on
+disk) and two small in-memory layers:
 
 * a **delta**: vectors added after the base was built, searched exactly
   (``IndexFlatIP`` in ``IndexIDMap2``);
@@ -14,13 +15,13 @@ delta. When the delta passes ``DELTA_MAX`` vectors (whatever the base's size: ea
 :attr:`LargeIndex.needs_compaction` turns true and :class:`search.library.Library`
 rebuilds the base from the store.
 
-Search: the PQ codes of ``nprobe`` lists give the top ``rerank`` candidates, which are
-re-scored exactly with the stored vectors read from disk (float16 on disk: scores agree
-with float32 within ~1e-4), merged with the delta's exact results. Filters follow
-:class:`search.index.VectorIndex`: every row holds min(k, eligible) results; an
-``allowed_ids`` set of at most ``exact_subset`` (20k) base ids is scored exactly from the
-vector file, larger ones go through an ``IDSelector`` with ``nprobe`` widened until rows
-are full.
+Search (:mod:`search.index.base_search`): the PQ codes of ``nprobe`` lists give the top
+``rerank`` candidates, which are re-scored exactly with the stored vectors read from disk
+(float16 on disk: scores agree with float32 within ~1e-4), merged with the delta's exact
+results. Filters follow :class:`search.index.VectorIndex`: every row holds min(k, eligible)
+results; an ``allowed_ids`` set of at most ``exact_subset`` (20k) base ids is scored exactly
+from the vector file, larger ones go through an ``IDSelector`` with ``nprobe`` widened until
+rows are full.
 
 Files (see :meth:`LargeIndex.save`): ``PATH`` is the delta (a FAISS flat index), ``PATH.json``
 the sidecar (kind ``ondisk``, tombstones, parameters, the generation in use, sha256 of
@@ -30,26 +31,27 @@ does not name are deleted after a successful save.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import math
 import os
-import shutil
 import threading
 import time
 from typing import Iterable
 
 import numpy as np
 
-from .errors import BadRequest, IndexMismatch, NotFound
-from .index import _RWLock
-from .index_file import (_fsync_dir, _sha256, _write_json_atomic, json_meta,
-                         read_sidecar_json, sidecar_path, write_faiss_atomic)
-from .index_kinds import add_in_chunks, load_faiss, new_flat
-from .large_base import (MANIFEST, Base, BaseWriter, LargeParams, choose_layout,
-                         generation_dirs, large_nlist, min_train_vectors, train_ivfpq,
-                         train_sample_size, train_scan)
-from .vectors import as_ids, as_matrix, check_unit_norm, search_arguments
+from ..errors import BadRequest, IndexMismatch, NotFound
+from ..fileio import fsync_dir, sha256_file, write_json_atomic
+from ..vectors import as_ids, as_matrix, check_unit_norm, search_arguments
+from .base import Base
+from .base_search import search_base
+from .base_writer import BaseWriter
+from .files import json_meta, read_sidecar_json, sidecar_path, write_faiss_atomic
+from .generations import base_root, link_generation, remove_stale_generations
+from .kinds import add_in_chunks, load_faiss, new_flat
+from .params import LargeParams
+from .rwlock import RWLock
+from .sizing import large_min_train_vectors, large_nlist
+from .training import choose_layout, train_ivfpq, train_sample_size, train_scan
 
 log = logging.getLogger(__name__)
 
@@ -58,21 +60,6 @@ FORMAT = "clipsearch-ondisk"
 FORMAT_VERSION = 1
 DELTA_MAX = 50_000        # delta rows searched exactly before compaction is due (~8 ms at 512-d)
 TOMBSTONE_FRACTION = 0.25
-STALE_BUILD_S = 24 * 3600  # an unfinished generation this old is a crashed build
-
-
-def base_root(path: str) -> str:
-    """Directory holding the base generations of the index saved at ``path``."""
-    return os.path.abspath(os.fspath(path)) + ".ondisk"
-
-
-def is_large_index(path: str) -> bool:
-    """True when the sidecar of ``path`` names the ``ondisk`` kind (False if unreadable)."""
-    try:
-        with open(sidecar_path(path), encoding="utf-8") as fh:
-            return json.load(fh).get("kind") == KIND
-    except (OSError, ValueError, AttributeError):
-        return False
 
 
 class LargeIndex:
@@ -89,7 +76,7 @@ class LargeIndex:
         self.params = params
         self._delta = delta if delta is not None else new_flat(self.dim)
         self._dead = np.empty(0, np.int64) if dead is None else np.unique(as_ids(dead))
-        self._lock = _RWLock()
+        self._lock = RWLock()
         self._cache_lock = threading.Lock()
         self._cache: dict = {}
 
@@ -102,7 +89,7 @@ class LargeIndex:
         stream ``chunks`` of ``(ids int64 (c,), vectors float32 (c, dim))`` into a new base
         generation under ``root``, shard by shard. ``n`` (the expected total, for the
         default nlist) defaults to the sample size. ``params``: fields of
-        :class:`~search.large_base.LargeParams`.
+        :class:`~search.index.params.LargeParams`.
         Raises BadRequest for bad parameters, too small a sample, duplicate ids."""
         p = LargeParams.from_kwargs(params)
         x = as_matrix(sample, dim, name="sample")
@@ -135,7 +122,7 @@ class LargeIndex:
     def trainable(n: int, **params) -> bool:
         """Whether ``n`` vectors are enough to train a base with these parameters."""
         p = LargeParams.from_kwargs(params)
-        return n >= min_train_vectors(p.nlist or large_nlist(n), p.pq_nbits)
+        return n >= large_min_train_vectors(p.nlist or large_nlist(n), p.pq_nbits)
 
     # ------------------------------------------------------------ properties
     @property
@@ -302,7 +289,8 @@ class LargeIndex:
                 delta_eligible = delta_ids.size - (0 if delta_hidden is None else delta_hidden.size)
             parts = []
             if m and base_eligible:
-                parts.append(self._search_base(q, k, base_allowed, base_hidden, base_eligible))
+                parts.append(search_base(self.base, self.params, self.nprobe, q, k,
+                                         base_allowed, base_hidden, base_eligible))
             if m and delta_eligible:
                 parts.append(self._search_delta(q, k, delta_allowed, delta_hidden))
         scores = np.full((m, k), -np.inf, dtype=np.float32)
@@ -330,100 +318,6 @@ class LargeIndex:
         params = None if sel is None else faiss.SearchParameters(sel=sel)
         return self._delta.search(q, k, params=params)
 
-    def _search_base(self, q, k, allowed, hidden, eligible):
-        """(m, k) exact scores and store ids from the base; ``allowed`` / ``hidden`` are
-        sorted row arrays (or None)."""
-        if allowed is not None and \
-                allowed.size <= max(self.params.exact_subset, self.params.rerank):
-            return self._exact_subset(q, k, allowed)
-        if self.base.layout == "scan":
-            return self._search_scan(q, k, allowed, hidden, eligible)
-        faiss = load_faiss()
-        keep = []
-        if allowed is not None:
-            selector = faiss.IDSelectorBatch(allowed)
-        elif hidden.size:
-            keep.append(faiss.IDSelectorBatch(hidden))
-            selector = faiss.IDSelectorNot(keep[0])
-        else:
-            selector = None
-        want = min(k, eligible)
-        depth = max(k, self.params.rerank)
-        nlist = self.base.nlist
-        # As in VectorIndex: probe as many lists as it takes to see as many eligible codes
-        # as an unfiltered search would, then widen x4 for rows still short of results.
-        nprobe = min(nlist, math.ceil(self.nprobe * self.base.n / eligible))
-        candidates = np.empty((q.shape[0], depth), dtype=np.int64)
-        rows = np.arange(q.shape[0])
-        while rows.size:
-            _, found = self.base.search(q[rows], depth, nprobe, selector,
-                                        self.params.prefetch_threads)
-            candidates[rows] = found
-            short = (found >= 0).sum(axis=1) < want
-            if not short.any() or nprobe >= nlist:
-                break
-            rows, nprobe = rows[short], min(nlist, nprobe * 4)
-        return self._rerank(q, k, candidates)
-
-    def _search_scan(self, q, k, allowed, hidden, eligible):
-        """The scan layout has no selectors: drop ineligible candidate rows afterwards, and
-        ask again x4 deeper for query rows left short (up to the whole base)."""
-        want = min(k, eligible)
-        depth = max(k, self.params.rerank)
-        # As with nprobe on IVF: look as deep as an unfiltered search would among eligible rows.
-        depth = min(self.base.n, math.ceil(depth * self.base.n / eligible))
-        candidates = np.full((q.shape[0], max(k, self.params.rerank)), -1, dtype=np.int64)
-        todo = np.arange(q.shape[0])
-        while todo.size:
-            scan = max(self.params.scan_candidates, depth)
-            _, found = self.base.scan(q[todo], depth, min(self.base.n, scan))
-            ok = found >= 0
-            if allowed is not None:
-                ok &= np.isin(found, allowed)
-            elif hidden is not None and hidden.size:
-                ok &= ~np.isin(found, hidden)
-            short = []
-            for j, row in enumerate(todo):
-                keep = found[j][ok[j]][:candidates.shape[1]]
-                candidates[row] = -1
-                candidates[row, :keep.size] = keep
-                if keep.size < want and depth < self.base.n:
-                    short.append(j)
-            todo, depth = todo[short], min(self.base.n, depth * 4)
-        return self._rerank(q, k, candidates)
-
-    def _rerank(self, q, k, candidates):
-        """Exact inner products of each query with its candidate rows; the top ``k`` as
-        (scores, store ids)."""
-        D = np.full((q.shape[0], k), -np.inf, dtype=np.float32)
-        I = np.full((q.shape[0], k), -1, dtype=np.int64)
-        for at in range(q.shape[0]):
-            rows = candidates[at]
-            rows = rows[rows >= 0]
-            if not rows.size:
-                continue
-            # einsum, not "@": a matrix-vector product would wake numpy's BLAS threads,
-            # whose spinning then took the cores from the next query's parallel scan
-            # (measured: the scan layout's next search 15 -> 26 ms at 2M, 2 shards).
-            scores = np.einsum("ij,j->i", self.base.vectors.read(rows), q[at])
-            top = min(k, rows.size)
-            best = np.argpartition(-scores, top - 1)[:top] if rows.size > top else \
-                np.arange(rows.size)
-            best = best[np.argsort(-scores[best], kind="stable")]
-            D[at, :top], I[at, :top] = scores[best], self.base.ids[rows[best]]
-        return D, I
-
-    def _exact_subset(self, q, k, rows):
-        """Brute force over a small allowed set of base rows, read from the vector file."""
-        scores = q @ self.base.vectors.read(rows).T
-        top = min(k, rows.size)
-        best = np.argsort(-scores, axis=1, kind="stable")[:, :top]
-        D = np.full((q.shape[0], k), -np.inf, dtype=np.float32)
-        I = np.full((q.shape[0], k), -1, dtype=np.int64)
-        D[:, :top] = np.take_along_axis(scores, best, axis=1)
-        I[:, :top] = self.base.ids[rows[best]]
-        return D, I
-
     # ------------------------------------------------------------ files
     def save(self, path: str, *, meta: dict) -> None:
         """Write the delta to ``path`` and the sidecar to ``path + ".json"`` atomically,
@@ -439,7 +333,7 @@ class LargeIndex:
         os.makedirs(root, exist_ok=True)
         with self._lock.write():
             if os.path.dirname(self.base.directory) != root:
-                self.base.directory = _link_generation(self.base.directory, root)
+                self.base.directory = link_generation(self.base.directory, root)
             digest = write_faiss_atomic(self._delta, path)
             sidecar = {
                 "format": FORMAT, "version": FORMAT_VERSION, "kind": KIND,
@@ -450,10 +344,10 @@ class LargeIndex:
                 "params": dataclasses.asdict(self.params),
                 "tombstones": self._dead.tolist(), "meta": meta,
             }
-            _write_json_atomic(sidecar_path(path), sidecar)
-            _fsync_dir(directory)
+            write_json_atomic(sidecar_path(path), sidecar)
+            fsync_dir(directory)
             current = self.base.directory
-        _remove_stale_generations(root, current)
+        remove_stale_generations(root, current)
 
     @classmethod
     def load(cls, path: str) -> tuple["LargeIndex", dict]:
@@ -472,7 +366,7 @@ class LargeIndex:
         except (OSError, AttributeError, KeyError, TypeError, ValueError, BadRequest) as exc:
             raise IndexMismatch(f"index sidecar {side} is missing or malformed: {exc}") from None
         try:
-            if _sha256(path) != digest:
+            if sha256_file(path) != digest:
                 raise IndexMismatch(f"index file {path} does not match its sidecar (sha256 "
                                     "differs): a torn or interrupted write? rebuild the index")
             delta = faiss.read_index(path)
@@ -495,41 +389,3 @@ class LargeIndex:
         """Unmap the base files (the index is unusable afterwards)."""
         with self._lock.write():
             self.base.close()
-
-
-def _link_generation(source: str, root: str) -> str:
-    """Give ``root`` the generation at ``source`` (built or saved elsewhere): hard links, as
-    its files are never modified, copies across filesystems. ``source`` stays valid."""
-    target = os.path.join(root, os.path.basename(source))
-    if os.path.isdir(target):
-        return target
-    staging = target + ".linking"
-    shutil.rmtree(staging, ignore_errors=True)
-    os.makedirs(staging)
-    for name in os.listdir(source):
-        try:
-            os.link(os.path.join(source, name), os.path.join(staging, name))
-        except OSError:
-            shutil.copy2(os.path.join(source, name), os.path.join(staging, name))
-    _fsync_dir(staging)
-    os.replace(staging, target)
-    return target
-
-
-def _remove_stale_generations(root: str, current: str) -> None:
-    """Delete generations replaced by ``current``: complete ones older than it, and
-    unfinished ones (no manifest) a day old. Newer ones may be another process's build
-    that is about to be saved, so they stay."""
-    for gen in generation_dirs(root):
-        gen = os.path.abspath(gen)
-        if gen == current:
-            continue
-        complete = os.path.exists(os.path.join(gen, MANIFEST))
-        try:
-            age = time.time() - os.path.getmtime(gen)
-        except OSError:
-            continue
-        if (complete and os.path.basename(gen) < os.path.basename(current)) or \
-                (not complete and age > STALE_BUILD_S):
-            log.info("removing unused ondisk base %s", gen)
-            shutil.rmtree(gen, ignore_errors=True)

@@ -8,19 +8,24 @@ Each file is written to a temporary name in the same directory, fsynced and move
 with ``os.replace`` (index first, sidecar second, then the directory is fsynced). A crash in
 between leaves a new index next to an old sidecar; :func:`read_index_files` sees the sha256
 disagree and raises :class:`IndexMismatch` instead of loading a torn pair.
+
+The ``ondisk`` kind (:mod:`search.index.ondisk`) writes its delta and sidecar the same way
+and shares :func:`write_faiss_atomic`, :func:`json_meta`, :func:`sidecar_path` and
+:func:`read_sidecar_json` from here.
 """
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import tempfile
 
 import numpy as np
 
-from .errors import BadRequest, IndexMismatch, NotFound
-from .index_kinds import KINDS, IndexParams, load_faiss, structure_kind
+from ..errors import BadRequest, IndexMismatch, NotFound
+from ..fileio import fsync_dir, sha256_file, write_json_atomic
+from .kinds import KINDS, load_faiss, structure_kind
+from .params import IndexParams
 
 FORMAT = "clipsearch-faiss"
 FORMAT_VERSION = 1
@@ -50,7 +55,7 @@ def write_faiss_atomic(faiss_index, path: str) -> str:
     os.close(fd)
     try:
         faiss.write_index(faiss_index, tmp)
-        digest = _sha256(tmp, sync=True)
+        digest = sha256_file(tmp, sync=True)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -79,8 +84,8 @@ def write_index_files(index, path: str, meta: dict) -> None:
         "tombstones": index._dead.tolist(),
         "meta": meta,
     }
-    _write_json_atomic(sidecar_path(path), sidecar)
-    _fsync_dir(directory)
+    write_json_atomic(sidecar_path(path), sidecar)
+    fsync_dir(directory)
 
 
 def read_sidecar_json(path: str) -> tuple[str, dict]:
@@ -114,7 +119,7 @@ def read_index_files(cls, path: str, use_gpu):
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise IndexMismatch(f"index sidecar {side} is malformed: {exc}") from None
     try:
-        digest = _sha256(path)
+        digest = sha256_file(path)
     except OSError as exc:
         raise IndexMismatch(f"index file {path} is missing or unreadable: {exc}") from None
     if digest != expected_sha:
@@ -140,40 +145,3 @@ def read_index_files(cls, path: str, use_gpu):
     index = cls._from_parts(raw, target_kind=target_kind, params=params,
                             dead=np.unique(dead), use_gpu=use_gpu)
     return index, meta
-
-
-def _sha256(path: str, *, sync: bool = False) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-        if sync:
-            os.fsync(fh.fileno())
-    return digest.hexdigest()
-
-
-def _write_json_atomic(path: str, payload: dict) -> None:
-    directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _fsync_dir(directory: str) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:      # not supported on this platform (Windows): best effort
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -1,0 +1,20 @@
+"""bench/gpu_check.py runs anywhere: on a machine without CUDA it says so and exits 3."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+SCRIPT = os.path.join(os.path.dirname(__file__), "..", "bench", "gpu_check.py")
+
+
+def test_gpu_check_without_cuda_says_so_and_exits_3():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present: run bench/gpu_check.py itself")
+    out = subprocess.run([sys.executable, SCRIPT], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 3, out.stdout + out.stderr
+    assert "no CUDA device is present" in out.stdout
