@@ -159,4 +159,6 @@ def calibrate(encoder, *, seed: int = CALIBRATION_SEED, count: int = 1000, unsee
         progress(f"{kind}: floor {params.floor:.4f}, delta {params.delta}, z {params.z}: "
                  f"answers kept {shares['answers_kept']:.3f}, no-answer queries with <= 3 "
                  f"hits {shares['no_answer_at_most_3']:.3f}")
-    return Calibration(model=encoder.identity.to_dict(), kinds=kinds, measured=measured)
+    ident = encoder.identity.to_dict()
+    measured["precision"] = ident.pop("precision", "fp32")  # measured in; not part of the key
+    return Calibration(model=ident, kinds=kinds, measured=measured)

@@ -98,6 +98,15 @@ def bundled_path(model_name: str) -> str:
     return os.path.join(MODELS_DIR, f"{model_name}.relevance.json")
 
 
+#: What makes two model identities one model for a calibration: the weights and dimension.
+#: The precision mode is left out: a mode that passed the fidelity gate ranks like fp32.
+MODEL_KEYS = ("name", "pretrained", "dim")
+
+
+def same_model(a: dict, b: dict) -> bool:
+    return all(a.get(k) == b.get(k) for k in MODEL_KEYS)
+
+
 def find_calibration(index_dir: str, model: dict | None) -> Calibration | None:
     """The calibration for ``model`` (an identity dict): the data directory's own, else the
     one shipped with a bundled model; None when neither was measured with this model."""
@@ -107,7 +116,7 @@ def find_calibration(index_dir: str, model: dict | None) -> Calibration | None:
         cal = _read(path)
         if cal is None:
             continue
-        if cal.model == model:
+        if same_model(cal.model, model):
             return cal
         log.info("relevance calibration %s is for model %s, not %s; not used", path,
                  cal.model, model)
