@@ -214,7 +214,9 @@ def search_cmd(obj: CliContext, text, image, item, moment, media, texts, k, offs
     opts = parse_options(raw)
     page = run_search(obj.service(), "texts" if texts else "images", (term,), opts)
     verdict = page.relevance
-    if as_json:  # the hits on stdout, as before; the cut-off's note on stderr
+    # stdout holds the hits only (one per line, or JSON), so scripts can read it; the
+    # relevance cut-off's note goes to stderr in both forms
+    if as_json:
         click.echo(json.dumps([h.to_dict() for h in page.hits], indent=2, default=str))
     else:
         if not page.hits:
@@ -228,9 +230,9 @@ def search_cmd(obj: CliContext, text, image, item, moment, media, texts, k, offs
     if verdict is not None and verdict.cut:
         click.echo(f"{verdict.cut} more below the relevance cut-off (similarity "
                    f"{verdict.threshold:.3f}, {page.mode} search); --relevance off shows them",
-                   err=as_json)
+                   err=True)
     elif verdict is not None and verdict.reason:
-        click.echo(f"no relevance cut-off: {verdict.reason}", err=as_json)
+        click.echo(f"no relevance cut-off: {verdict.reason}", err=True)
 
 
 def clock(seconds: float) -> str:

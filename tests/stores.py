@@ -8,17 +8,14 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
+from conftest import require_postgres
 
 PG_URL = os.environ.get("CLIPSEARCH_TEST_PG_URL")
 
 
 def pg_url() -> str:
     """The test server's URL, its clipsearch tables dropped (a fresh store)."""
-    if not PG_URL:
-        if os.environ.get("CI"):
-            pytest.fail("CLIPSEARCH_TEST_PG_URL is not set under CI: PostgreSQL tests must run")
-        pytest.skip("no PostgreSQL server (set CLIPSEARCH_TEST_PG_URL)")
+    require_postgres()
     from sqlalchemy import create_engine, inspect, text
 
     eng = create_engine(PG_URL)

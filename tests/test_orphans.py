@@ -18,7 +18,7 @@ import time
 import urllib.request
 
 import pytest
-from conftest import API_KEY
+from conftest import API_KEY, require_module
 from imagegen import make_library
 
 from search.lifetime import alive, cmdline, descendants
@@ -130,10 +130,7 @@ def test_a_normal_end_leaves_no_process(tmp_path):
 
 
 def test_killed_ray_driver_takes_its_local_cluster(tmp_path, photos):
-    if os.environ.get("CI"):
-        import ray  # noqa: F401  (under CI a missing Ray fails this test)
-    else:
-        pytest.importorskip("ray")
+    require_module("ray", "Ray", "pip install -e '.[ray]'")
     env = cli_env(tmp_path / "data")
     proc = start(["-q", "index", photos.root, "--no-progress", "--ray", "local",
                   "--ray-shard-size", "16"], env)

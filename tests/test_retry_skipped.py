@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import AUTH, build_settings
+from conftest import AUTH, build_settings, require_module
 from imagegen import make_library
 from PIL import Image
 from stores import db_url_for
@@ -130,7 +130,7 @@ NO_HEIF = ("import sys; sys.modules['pillow_heif'] = None\n"
 
 
 def test_heif_without_and_then_with_pillow_heif(tmp_path):
-    pytest.importorskip("pillow_heif")
+    require_module("pillow_heif", "pillow-heif", "pip install -e '.[heif]'")
     root = heif_library(tmp_path)
     env = dict(os.environ, CLIPSEARCH_DATA_DIR=str(tmp_path / "data"), CLIPSEARCH_MODEL=TINY,
                CLIPSEARCH_PRETRAINED="none", CLIPSEARCH_WORKERS="0",
@@ -162,8 +162,8 @@ def test_heif_without_and_then_with_pillow_heif(tmp_path):
 def test_the_pixel_limit_can_be_raised_above_pillows_own(tmp_path):
     """Pillow refuses to open images over twice its MAX_IMAGE_PIXELS (179 MP) by default;
     CLIPSEARCH_MAX_PIXELS decides instead. A 196 MP PNG is refused as too large under a
-    100 MP limit; under 250 MP it is opened and decoded (a truncated copy, so that the test
-    allocates little: it fails as truncated, not as too large)."""
+    100 MP limit; under 250 MP it is opened and decoded at the model's size (libvips streams
+    its rows), and a truncated copy fails as truncated, not as too large."""
     from imagegen import png_bomb
 
     from search.errors import ImageError
@@ -174,6 +174,12 @@ def test_the_pixel_limit_can_be_raised_above_pillows_own(tmp_path):
     data = open(path, "rb").read()
     with pytest.raises(ImageError, match="too large.*196000000 pixels"):
         decode_image(data, max_pixels=100_000_000)
+    # Under 250 MP it is opened. Reduced to the model's size (what the indexer asks) it
+    # decodes in a stream of rows; a truncated copy fails as truncated, not as too large.
+    assert max(decode_image(data, max_pixels=250_000_000, draft_size=224).image.size) >= 224
     with pytest.raises(ImageError) as err:
-        decode_image(data[:len(data) // 2], max_pixels=250_000_000)
+        decode_image(data[:len(data) // 2], max_pixels=250_000_000, draft_size=224)
     assert "too large" not in err.value.message and "truncated" in err.value.message
+    # At full size it would need ~3.9 GB: the decoder memory bound refuses that instead
+    with pytest.raises(ImageError, match="memory bound"):
+        decode_image(data, max_pixels=250_000_000)

@@ -10,6 +10,7 @@ lock and a check-then-insert job table).
 """
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -86,10 +87,19 @@ def test_a_write_waits_for_a_short_holder(two_workers):
 
 
 def test_a_job_in_one_worker_refuses_a_job_and_a_delete_in_the_other(two_workers):
-    """Never two jobs at once across workers: while worker A's job runs (1,600 files), B's
+    """Never two jobs at once across workers: while worker A's job runs (6,400 files), B's
     job start waits WRITE_WAIT and is refused naming A's job, and so is a deletion (unless
     A's job has ended by then). Stopped, A's job frees the store for B's."""
     lib, settings, apps = two_workers
+    # A's job must outlast B's wait (WRITE_WAIT): 1,600 small files took 1.5 s once the
+    # decoder count was measured, so three hard-linked copies of them make it ~6,400 files
+    for n in range(3):
+        for path in lib.good:
+            rel = os.path.relpath(path, lib.root)
+            if not rel.startswith("album0"):
+                dest = os.path.join(lib.root, f"copies{n}", rel)
+                os.makedirs(os.path.dirname(dest), exist_ok=True)
+                os.link(path, dest)
     a, b = (app.test_client() for app in apps)
     item = a.get("/api/search?q=stripes&k=1").get_json()["results"][0]["id"]
     r = a.post("/api/index", json={"root": lib.root}, headers=AUTH)
