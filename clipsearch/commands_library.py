@@ -21,6 +21,9 @@ from .context import EXIT_CHECK_FAILED, CliContext
 @click.option("--batch-size", type=int, help="Images per encoder batch.")
 @click.option("--reembed", is_flag=True, help="Re-embed everything with the configured model "
               "(needed after changing models).")
+@click.option("--ocr/--no-ocr", default=None, help="Read the text shown in images (OCR) into "
+              "the keyword index; --ocr also reads already indexed images, without re-embedding "
+              "[env CLIPSEARCH_OCR]. Needs the ocr extra.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a tty).")
 @click.option("--ray", "ray_address", metavar="ADDRESS",
@@ -30,7 +33,7 @@ from .context import EXIT_CHECK_FAILED, CliContext
 @click.option("--ray-shard-size", type=int, default=256, show_default=True,
               help="Most files per Ray shard (the unit of work and of retry).")
 @click.pass_obj
-def index_cmd(obj: CliContext, paths, workers, batch_size, reembed, as_json, progress,
+def index_cmd(obj: CliContext, paths, workers, batch_size, reembed, ocr, as_json, progress,
               ray_address, ray_shard_size):
     """Index (or update the index of) the images under PATHS."""
     import dataclasses
@@ -39,7 +42,8 @@ def index_cmd(obj: CliContext, paths, workers, batch_size, reembed, as_json, pro
 
     from .progress import TerminalProgress
 
-    overrides = {k: v for k, v in (("workers", workers), ("batch_size", batch_size)) if v is not None}
+    overrides = {k: v for k, v in (("workers", workers), ("batch_size", batch_size),
+                                   ("ocr", ocr)) if v is not None}
     if overrides:
         obj.settings = dataclasses.replace(obj.settings, **overrides)
     if ray_shard_size < 1:
@@ -82,7 +86,7 @@ def _print_summary(summary) -> None:
     d = summary.to_dict()
     click.echo(f"added {d['added']}, updated {d['updated']}, moved {d['moved']}, "
                f"removed {d['removed']}, unchanged {d['unchanged']}, skipped {d['skipped']}"
-               f" ({d['texts_added']} captions) in {d['seconds']:.1f}s "
+               f" ({d['texts_added']} captions, {d['ocr_read']} read by OCR after) in {d['seconds']:.1f}s "
                f"({d['embedded_per_second']:.1f} files/s)")
     for reason, n in sorted(d["skipped_by_reason"].items(), key=lambda kv: -kv[1]):
         click.echo(f"  skipped {n}: {reason}")

@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 from sqlalchemy import select, update
 
+from .. import ocr
 from ..config import Settings
 from ..library import Library
 from ..schema import FileState, MediaItem, TextEntry, pack
@@ -30,6 +31,7 @@ from .commit import commit_checkpoint
 from .decode import Decoded
 from .discover import FoundFile, resolve_root, walk
 from .embed import Embedder
+from .ocr_pass import read_unread
 from .video_embed import embed_media
 from .summary import Progress, Summary
 from .workers import WorkerPool
@@ -66,6 +68,8 @@ class IndexJob:
         and returns with ``summary.interrupted`` set."""
         t0 = time.monotonic()
         roots = [resolve_root(r) for r in roots]
+        if self.settings.ocr:
+            ocr.require()  # a clear error before any work, not one per file
         if self.reembed:
             self._forget_vectors()
         self.library.bind_model(self.encoder.identity, allow_change=self.reembed)
@@ -80,6 +84,8 @@ class IndexJob:
                                               workers=self.workers, summary=self.summary,
                                               progress=self.progress)
             self._embed(pool, to_embed, states)
+            if self.settings.ocr and not self.summary.interrupted:
+                self._read_unread(pool)
             self.summary.texts_added += sync_captions(
                 self.library, self.encoder, found, {f.path for f in to_embed}, states)
         except KeyboardInterrupt:
@@ -107,6 +113,16 @@ class IndexJob:
             for p in (path, path + ".json"):
                 if os.path.exists(p):
                     os.remove(p)
+
+    def _read_unread(self, pool) -> None:
+        """OCR of indexed images not read yet (indexed before OCR was on): no re-embedding."""
+        def report(done: int, total: int) -> None:
+            self.progress(Progress("reading text", done=done, total=total))
+
+        counts = read_unread(self.library, pool, max_pixels=self.settings.max_pixels,
+                             workers=self.workers, progress=report,
+                             should_stop=self.should_stop)
+        self.summary.ocr_read += counts["read"]
 
     def _encode_orphan_texts(self) -> None:
         """Texts without a vector (after a re-embed) get one."""
@@ -149,7 +165,8 @@ class IndexJob:
                                  batch_size=batch_size, max_pixels=self.settings.max_pixels,
                                  window=max(2 * batch_size, self.workers * 8),
                                  fps=self.settings.video_fps,
-                                 max_seconds=self.settings.video_max_seconds)
+                                 max_seconds=self.settings.video_max_seconds,
+                                 ocr=self.settings.ocr)
         staged: list[tuple[Decoded, np.ndarray | None]] = []
         done = 0
         t0 = time.monotonic()
