@@ -120,10 +120,14 @@ def _print_summary(summary) -> None:
               help="date: the --date-window most relevant hits, newest first.")
 @click.option("--date-window", type=int, default=None,
               help="With --sort date: how many of the most relevant hits to order [1000].")
+@click.option("--collapse", is_flag=True, help="Fold near-duplicate hits into the best-ranked "
+              "one ('+n similar'); still k hits.")
+@click.option("--collapse-threshold", type=float, default=None,
+              help="Cosine distance under which --collapse folds a hit [0.01].")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
 def search_cmd(obj: CliContext, text, image, item, moment, media, texts, k, offset, relevance,
-               mode, sort, date_window, as_json):
+               mode, sort, date_window, collapse, collapse_threshold, as_json):
     """Search by TEXT, by --image FILE, by --item ID or by --moment ID.
 
     A video hit prints as ``path @ 00:12:34–00:12:41``: its best moment."""
@@ -149,6 +153,10 @@ def search_cmd(obj: CliContext, text, image, item, moment, media, texts, k, offs
         raw["date_window"] = str(date_window)
     if not texts:
         raw["media"] = media
+    if collapse:
+        raw["collapse"] = "true"
+    if collapse_threshold is not None:
+        raw["collapse_threshold"] = str(collapse_threshold)
     opts = parse_options(raw)
     page = run_search(obj.service(), "texts" if texts else "images", (term,), opts)
     verdict = page.relevance
@@ -162,7 +170,9 @@ def search_cmd(obj: CliContext, text, image, item, moment, media, texts, k, offs
             if not texts and "t_start" in h.item:
                 label = f"{label} @ {clock(h.item['t_start'])}–{clock(h.item['t_end'])}"
             words = "; ".join(f"{f}: {', '.join(w)}" for f, w in (h.matched or {}).items())
-            click.echo(f"{h.score:.4f}  {h.id:>7}  {label}" + (f"  [{words}]" if words else ""))
+            more = f"  (+{len(h.similar)} similar)" if h.similar else ""
+            click.echo(f"{h.score:.4f}  {h.id:>7}  {label}" + (f"  [{words}]" if words else "")
+                       + more)
     if verdict is not None and verdict.cut:
         click.echo(f"{verdict.cut} more below the relevance cut-off (similarity "
                    f"{verdict.threshold:.3f}, {page.mode} search); --relevance off shows them",

@@ -11,6 +11,7 @@ from __future__ import annotations
 from search.media.video import VIDEO_MIME_TYPES
 
 from .auth import SESSION_COOKIE, SESSION_MAX_AGE
+from . import openapi_duplicates
 from .items import THUMB_SIZES
 from .openapi_components import (READ, SEARCH_ERRORS, WRITE, errors, form_props, id_param, ok,
                                  query_param, query_params, ref, schemas, security_schemes)
@@ -188,6 +189,7 @@ def _paths() -> dict:
                                "properties": {"deleted": {"type": "integer"},
                                               "source": {"type": "string"}}}}}},
                            **errors(400, 401, 403, 409, 503)}}},
+        **openapi_duplicates.paths(),
         "/api/session": _session_paths(),
         "/api/health": {
             "get": {"operationId": "health", "summary": "Liveness, counts and model.",
@@ -236,7 +238,7 @@ def document() -> dict:
                                 "{\"error\": message}. See docs/api.md."},
         "paths": _paths(),
         "components": {
-            "schemas": schemas(),
+            "schemas": {**schemas(), **openapi_duplicates.schemas()},
             "securitySchemes": security_schemes(),
         },
     }

@@ -106,6 +106,12 @@ OPTION_PROPS = {
     "media": {"type": "string", "enum": ["", "image", "video", "all"], "default": "all",
               "description": "image: images only; video: the moments of videos (one hit per "
                              "video: its best moment); all: both, merged by score."},
+    "collapse": {"type": "boolean", "default": False,
+                 "description": "Fold near-duplicate hits (vectors within collapse_threshold "
+                                "of a better-ranked hit) into it: each hit lists them in "
+                                "'similar'; a page still has k hits. Image results only."},
+    "collapse_threshold": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.01,
+                           "description": "Cosine distance under which collapse folds a hit."},
 }
 FILTER_PROPS = {
     "path_prefix": {"type": "string", "maxLength": 1000,
@@ -258,6 +264,15 @@ def schemas() -> dict:
                             "item's words, by field: name, caption, metadata, text.",
                             "additionalProperties": {"type": "array",
                                                      "items": {"type": "string"}}}),
+                        "similar_count": {"type": "integer", "description":
+                                          "With collapse=true: hits folded into this one."},
+                        "similar": {"type": "array", "description": "With collapse=true: the "
+                                    "folded hits (item fields, score, distance to this hit).",
+                                    "items": {"type": "object", "required": ["id", "score",
+                                                                             "distance"],
+                                              "properties": {
+                                                  **item_props, "score": {"type": "number"},
+                                                  "distance": {"type": "number"}}}},
                         **video_hit}},
         "Moment": moment,
         "Moments": {"type": "object", "required": ["item_id", "media", "moments"],
@@ -276,7 +291,16 @@ def schemas() -> dict:
                                 "moments": {"type": "array", "items": ref("Moment"),
                                             "description": "A video's moments, in order."},
                                 "texts": {"type": "array", "items": ref("TextHit"),
-                                          "description": "The 5 nearest texts of the corpus."}}},
+                                          "description": "The 5 nearest texts of the corpus."},
+                                "ocr": _nullable({
+                                    "type": "object", "description": "Text read in the "
+                                    "image (CLIPSEARCH_OCR); null when it was never read.",
+                                    "properties": {
+                                        "text": {"type": "string"},
+                                        "confidence": _nullable({"type": "number"}),
+                                        "lines": {"type": "integer"},
+                                        "engine": {"type": "string"},
+                                        "read_at": nstr}})}},
         "ImagePage": page(ref("ItemHit")),
         "TextPage": page(ref("TextHit")),
         "AnyPage": page({"anyOf": [ref("ItemHit"), ref("TextHit")]}),
