@@ -213,8 +213,7 @@ def test_rest_duplicates_and_decisions(lib):
 
 
 def test_cli_duplicates(lib):
-    root, settings, encoder, service, _ = lib
-    ids = item_ids(service, root)  # an earlier test deletes and re-adds a file
+    settings = lib[1]
     env = dict(os.environ, CLIPSEARCH_DATA_DIR=settings.data_dir, CLIPSEARCH_MODEL="clipsearch-mini",
                PYTHONPATH=os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")])))
     env.pop("CLIPSEARCH_PRETRAINED", None)

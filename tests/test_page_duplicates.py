@@ -49,13 +49,13 @@ def server(tmp_path_factory):
         yield url
 
 
-def _load(browser, url):
-    set_viewport(browser, 1280, 800)
-    browser.get(url)
-    wait(browser, lambda d: d.execute_script("return document.readyState") == "complete")
+def _load(driver, url):
+    set_viewport(driver, 1280, 800)
+    driver.get(url)
+    wait(driver, lambda d: d.execute_script("return document.readyState") == "complete")
 
 
-def test_search_folds_near_duplicates_and_expands_them(browser, server):
+def test_search_folds_near_duplicates_and_expands_them(browser, server):  # noqa: F811 (the imported fixture)
     _load(browser, server + "/")
     assert js(browser, "return document.getElementById('fold-similar').checked")
     text_search(browser, "p00000")  # the names of an original and its re-encoded copy
@@ -80,7 +80,7 @@ def test_search_folds_near_duplicates_and_expands_them(browser, server):
                                  if n.startswith("p00000")]) == 2)
 
 
-def test_preview_shows_the_text_read_in_the_image(browser, server):
+def test_preview_shows_the_text_read_in_the_image(browser, server):  # noqa: F811 (the imported fixture)
     _load(browser, server + "/")
     text_search(browser, "boarding pass")
     js(browser, "document.querySelector('#results > li .thumb').click()")
@@ -89,7 +89,7 @@ def test_preview_shows_the_text_read_in_the_image(browser, server):
                                           ".textContent")
 
 
-def test_duplicates_view_lists_groups_and_records_a_decision(browser, server):
+def test_duplicates_view_lists_groups_and_records_a_decision(browser, server):  # noqa: F811 (the imported fixture)
     _load(browser, server + "/duplicates")
     js(browser, "document.getElementById('dup-threshold').value = '0.1';"
                 "document.getElementById('dup-find').click()")
