@@ -152,9 +152,9 @@ class ItemOcr(Base):
     item_id: Mapped[int] = mapped_column(
         IdType, ForeignKey("media_items.id", ondelete="CASCADE"), primary_key=True,
         autoincrement=False)
-    text: Mapped[str] = mapped_column(Text, default="", server_default="")
+    text: Mapped[str] = mapped_column(Text, default="")
     confidence: Mapped[float | None] = mapped_column(Float)
-    lines: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    lines: Mapped[int] = mapped_column(Integer, default=0)
     engine: Mapped[str] = mapped_column(String(64))
     content_hash: Mapped[str | None] = mapped_column(String(64))
     read_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
