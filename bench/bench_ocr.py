@@ -13,7 +13,7 @@ background. ``--index`` also indexes the pictures with the real IndexJob and
 ``clipsearch-mini``, OCR off and on, with ``--workers`` decoder processes, and reports
 images per second.
 
-    python bench/bench_ocr.py --pictures 120 --index --json ocr.json
+    python bench/bench_ocr.py --pictures 100 --large 20 --index --json ocr.json
 """
 from __future__ import annotations
 
@@ -42,6 +42,19 @@ def _timed(images) -> tuple[list[float], list]:
         results.append(ocr.read_image(img))
         times.append((time.perf_counter() - t0) * 1e3)
     return times, results
+
+
+def _interleaved(with_text, without) -> tuple[list[float], list, list[float], list]:
+    """Time both kinds alternately, so that a busy machine slows both alike."""
+    ta, ra, tb, rb = [], [], [], []
+    for a, b in zip(with_text, without):
+        t, r = _timed([a])
+        ta += t
+        ra += r
+        t, r = _timed([b])
+        tb += t
+        rb += r
+    return ta, ra, tb, rb
 
 
 def _ms(times: list[float]) -> dict:
@@ -99,18 +112,20 @@ def main() -> None:
     pictures = [word_picture(rng) for _ in range(args.pictures)]
     plain = [plain_picture(rng) for _ in range(args.pictures)]
     ocr.read_image(plain[0])  # load the engine before timing
-    t_text, r_text = _timed([p.image for p in pictures])
-    t_plain, r_plain = _timed(plain)
+    t_text, r_text, t_plain, r_plain = _interleaved([p.image for p in pictures], plain)
     texts = [r.text for r in r_text]
     big_text = [word_picture(rng, size=int(rng.choice((80, 120, 180))), w=3200, h=2400)
                 for _ in range(args.large)]
     big_plain = [plain_picture(rng, 3200, 2400) for _ in range(args.large)]
-    t_big_text, r_big = _timed([p.image for p in big_text])
-    t_big_plain, _ = _timed(big_plain)
+    t_big_text, r_big, t_big_plain, _ = _interleaved([p.image for p in big_text], big_plain)
     report = {
         "engine": ocr.engine_name(), "ocr_side": ocr.OCR_SIDE,
-        "cost_800x600": {"with_text": _ms(t_text), "without_text": _ms(t_plain)},
-        "cost_3200x2400": {"with_text": _ms(t_big_text), "without_text": _ms(t_big_plain)},
+        "cost_800x600": {"with_text": _ms(t_text), "without_text": _ms(t_plain),
+                         "ratio_of_medians": round(statistics.median(t_text)
+                                                   / statistics.median(t_plain), 2)},
+        "cost_3200x2400": {"with_text": _ms(t_big_text), "without_text": _ms(t_big_plain),
+                           "ratio_of_medians": round(statistics.median(t_big_text)
+                                                     / statistics.median(t_big_plain), 2)},
         "word_recall": round(word_recall(pictures, texts), 3),
         "word_recall_3200x2400": round(word_recall(big_text, [r.text for r in r_big]), 3),
         "recall_by_size": _recall_by(pictures, texts, lambda p: p.size),

@@ -58,7 +58,8 @@ def near_pairs(vectors: np.ndarray, threshold: float, *, exact_max: int = EXACT_
         nlist = int(min(max(16, 4 * np.sqrt(n)), n // 39))
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
         rng = np.random.default_rng(0)
-        sample = x[rng.choice(n, size=min(n, nlist * 64), replace=False)]
+        sample = x[rng.choice(n, size=min(n, nlist * 39), replace=False)]
+        index.cp.niter = 10  # coarse cells suffice: a near pair shares one or a neighbour
         index.train(sample)
         index.nprobe = min(nprobe, nlist)
     index.add(x)

@@ -229,3 +229,14 @@ def test_cli_duplicates(lib):
     bad = subprocess.run([sys.executable, "-m", "clipsearch", "duplicates", "--threshold", "9"],
                          env=env, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--threshold" in bad.stderr
+
+
+def test_python_api_duplicates_and_collapse(lib):
+    import search
+    settings = lib[1]
+    with search.open(settings.data_dir, model="clipsearch-mini", device="cpu") as c:
+        body = c.duplicates(T)
+        assert body["near_groups"] == 4 and body["identical_groups"] == 1
+        page = c.search("p00001", mode="keyword", relevance="off", collapse=True,
+                        collapse_threshold=T)
+        assert page.hits[0].to_dict()["similar_count"] == 1
