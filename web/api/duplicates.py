@@ -31,9 +31,8 @@ def group_json(group: dict) -> dict:
 def duplicates():
     args = query_args("threshold", "limit")
     threshold = float_param(args["threshold"], "threshold", 0.0, MAX_THRESHOLD) \
-        if args.get("threshold") not in (None, "") else DEFAULT_THRESHOLD
-    limit = int_param(args["limit"], "limit", 1, 10_000) \
-        if args.get("limit") not in (None, "") else 500
+        if "threshold" in args else DEFAULT_THRESHOLD
+    limit = int_param(args["limit"], "limit", 1, 10_000) if "limit" in args else 500
     rt = current_runtime()
     report = find_duplicates(rt.service().library.store, threshold).to_dict()
     report["groups"] = [group_json(g) for g in report["groups"][:limit]]
