@@ -69,9 +69,35 @@ def quality(distinct: int, copies: int, workers: int) -> dict:
                            "recall": round(len(hit) / len(truth), 3),
                            "false_pairs": len(predicted - truth), "groups": len(report.groups),
                            "recall_by_kind": by_kind, "seconds": round(report.seconds, 3)}
+        dists = _distances(library.store, pairs)
         library.close()
     return {"distinct": distinct, "copies": copies, "items": distinct + copies,
-            "thresholds": out}
+            "distances": dists, "thresholds": out}
+
+
+def _distances(store, pairs: dict[str, str]) -> dict:
+    """Cosine distance of each copy to its original (max and median by kind), and of each
+    original to its nearest other original (min and median)."""
+    from sqlalchemy import select
+
+    from search.schema import MediaItem, unpack
+    with store.session() as s:
+        vec = {p: unpack(v) for p, v in s.execute(select(MediaItem.path, MediaItem.vector))
+               if v is not None}
+    by_kind: dict[str, list[float]] = {}
+    for c, o in pairs.items():
+        kind = c.rsplit("-", 1)[1][:-4]
+        by_kind.setdefault(kind, []).append(
+            1.0 - float(vec[os.path.realpath(c)] @ vec[os.path.realpath(o)]))
+    copies = {os.path.realpath(c) for c in pairs}
+    origs = np.stack([v for p, v in sorted(vec.items()) if p not in copies])
+    sims = origs @ origs.T
+    np.fill_diagonal(sims, -1.0)
+    nearest = 1.0 - sims.max(axis=1)
+    return {"copy_to_original": {k: {"max": round(max(v), 4), "median": round(
+        float(np.median(v)), 4)} for k, v in by_kind.items()},
+            "distinct_nearest": {"min": round(float(nearest.min()), 4),
+                                 "median": round(float(np.median(nearest)), 4)}}
 
 
 def synthetic(n: int, dim: int = 512, seed: int = 0) -> np.ndarray:
