@@ -9,9 +9,10 @@ off, loses the text that no longer matches its content.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Iterable
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from . import keywords
@@ -60,13 +61,17 @@ def ocr_of(store, item_id: int) -> dict | None:
                 "read_at": row.read_at.isoformat() if row.read_at else None}
 
 
-def unread_items(store) -> list[tuple[int, str, str | None]]:
+def unread_items(store, roots: Iterable[str] | None = None
+                 ) -> list[tuple[int, str, str | None]]:
     """``(id, path, content_hash)`` of indexed images OCR has not read (or read from other
-    content), by id."""
+    content), by id; only under ``roots`` (folders) when given."""
+    q = (select(MediaItem.id, MediaItem.path, MediaItem.content_hash, ItemOcr.content_hash)
+         .outerjoin(ItemOcr, ItemOcr.item_id == MediaItem.id)
+         .where(MediaItem.status == STATUS_INDEXED, MediaItem.media == MEDIA_IMAGE)
+         .order_by(MediaItem.id))
+    if roots:
+        q = q.where(or_(*[MediaItem.path.startswith(r.rstrip(os.sep) + os.sep, autoescape=True)
+                          for r in roots]))
     with store.session() as s:
-        rows = s.execute(
-            select(MediaItem.id, MediaItem.path, MediaItem.content_hash, ItemOcr.content_hash)
-            .outerjoin(ItemOcr, ItemOcr.item_id == MediaItem.id)
-            .where(MediaItem.status == STATUS_INDEXED, MediaItem.media == MEDIA_IMAGE)
-            .order_by(MediaItem.id)).all()
+        rows = s.execute(q).all()
     return [(r[0], r[1], r[2]) for r in rows if r[3] is None or r[3] != r[2]]

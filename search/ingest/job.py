@@ -85,7 +85,7 @@ class IndexJob:
                                               progress=self.progress)
             self._embed(pool, to_embed, states)
             if self.settings.ocr and not self.summary.interrupted:
-                self._read_unread(pool)
+                self._read_unread(pool, roots)
             self.summary.texts_added += sync_captions(
                 self.library, self.encoder, found, {f.path for f in to_embed}, states)
         except KeyboardInterrupt:
@@ -114,13 +114,14 @@ class IndexJob:
                 if os.path.exists(p):
                     os.remove(p)
 
-    def _read_unread(self, pool) -> None:
-        """OCR of indexed images not read yet (indexed before OCR was on): no re-embedding."""
+    def _read_unread(self, pool, roots: list[str]) -> None:
+        """OCR of the images under ``roots`` not read yet (indexed before OCR was on): no
+        re-embedding."""
         def report(done: int, total: int) -> None:
             self.progress(Progress("reading text", done=done, total=total))
 
         counts = read_unread(self.library, pool, max_pixels=self.settings.max_pixels,
-                             workers=self.workers, progress=report,
+                             workers=self.workers, roots=roots, progress=report,
                              should_stop=self.should_stop)
         self.summary.ocr_read += counts["read"]
 

@@ -40,13 +40,14 @@ def _crashed(_item) -> str:
     return "decoder crashed"
 
 
-def read_unread(library, pool, *, max_pixels: int, workers: int = 1,
+def read_unread(library, pool, *, max_pixels: int, workers: int = 1, roots=None,
                 progress: Callable[[int, int], None] | None = None,
                 should_stop: Callable[[], bool] | None = None) -> dict:
-    """Read the text of every indexed image not read yet, in ``pool``'s processes; committed
-    every :data:`CHECKPOINT` images (a killed pass resumes where it stopped). Vectors are
-    not touched. Returns counts: read, with_text, failed, seconds."""
-    todo = unread_items(library.store)
+    """Read the text of every indexed image not read yet (under ``roots`` when given) in
+    ``pool``'s processes, committed every :data:`CHECKPOINT` images (a killed pass resumes
+    where it stopped). Vectors are not touched. Returns counts: read, with_text, failed,
+    seconds."""
+    todo = unread_items(library.store, roots)
     t0 = time.monotonic()
     counts = {"read": 0, "with_text": 0, "failed": 0}
     staged: list[tuple[int, str | None, OcrResult]] = []
