@@ -25,6 +25,9 @@ from .context import EXIT_CHECK_FAILED, CliContext
               "unchanged (after raising CLIPSEARCH_MAX_PIXELS or installing pillow-heif).")
 @click.option("--wait", is_flag=True, help="When another writer (an indexing job, a deletion) "
               "holds the library, wait for it instead of stopping with exit code 3.")
+@click.option("--ocr/--no-ocr", default=None, help="Read the text shown in images (OCR) into "
+              "the keyword index; --ocr also reads already indexed images, without re-embedding "
+              "[env CLIPSEARCH_OCR]. Needs the ocr extra.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a tty).")
 @click.option("--ray", "ray_address", metavar="ADDRESS",
@@ -34,7 +37,7 @@ from .context import EXIT_CHECK_FAILED, CliContext
 @click.option("--ray-shard-size", type=int, default=256, show_default=True,
               help="Most files per Ray shard (the unit of work and of retry).")
 @click.pass_obj
-def index_cmd(obj: CliContext, paths, workers, batch_size, reembed, retry_skipped, wait,
+def index_cmd(obj: CliContext, paths, workers, batch_size, reembed, retry_skipped, wait, ocr,
               as_json, progress, ray_address, ray_shard_size):
     """Index (or update the index of) the images under PATHS.
 
@@ -49,7 +52,8 @@ def index_cmd(obj: CliContext, paths, workers, batch_size, reembed, retry_skippe
 
     from .progress import TerminalProgress
 
-    overrides = {k: v for k, v in (("workers", workers), ("batch_size", batch_size)) if v is not None}
+    overrides = {k: v for k, v in (("workers", workers), ("batch_size", batch_size),
+                                   ("ocr", ocr)) if v is not None}
     if overrides:
         obj.settings = dataclasses.replace(obj.settings, **overrides)
     if ray_shard_size < 1:
@@ -142,7 +146,7 @@ def _print_summary(summary) -> None:
     d = summary.to_dict()
     click.echo(f"added {d['added']}, updated {d['updated']}, moved {d['moved']}, "
                f"removed {d['removed']}, unchanged {d['unchanged']}, skipped {d['skipped']}"
-               f" ({d['texts_added']} captions) in {d['seconds']:.1f}s "
+               f" ({d['texts_added']} captions, {d['ocr_read']} read by OCR after) in {d['seconds']:.1f}s "
                f"({d['embedded_per_second']:.1f} files/s)")
     if d["retried"]:
         click.echo(f"retried {d['retried']} skipped files: {d['recovered']} indexed now")
@@ -182,10 +186,14 @@ def _print_summary(summary) -> None:
               help="date: the --date-window most relevant hits, newest first.")
 @click.option("--date-window", type=int, default=None,
               help="With --sort date: how many of the most relevant hits to order [1000].")
+@click.option("--collapse", is_flag=True, help="Fold near-duplicate hits into the best-ranked "
+              "one ('+n similar'); still k hits.")
+@click.option("--collapse-threshold", type=float, default=None,
+              help="Cosine distance under which --collapse folds a hit [0.01].")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
 def search_cmd(obj: CliContext, text, image, item, moment, media, texts, k, offset, relevance,
-               mode, sort, date_window, as_json):
+               mode, sort, date_window, collapse, collapse_threshold, as_json):
     """Search by TEXT, by --image FILE, by --item ID or by --moment ID.
 
     A video hit prints as ``path @ 00:12:34–00:12:41``: its best moment."""
@@ -211,6 +219,10 @@ def search_cmd(obj: CliContext, text, image, item, moment, media, texts, k, offs
         raw["date_window"] = str(date_window)
     if not texts:
         raw["media"] = media
+    if collapse:
+        raw["collapse"] = "true"
+    if collapse_threshold is not None:
+        raw["collapse_threshold"] = str(collapse_threshold)
     opts = parse_options(raw)
     page = run_search(obj.service(), "texts" if texts else "images", (term,), opts)
     verdict = page.relevance
@@ -226,7 +238,9 @@ def search_cmd(obj: CliContext, text, image, item, moment, media, texts, k, offs
             if not texts and "t_start" in h.item:
                 label = f"{label} @ {clock(h.item['t_start'])}–{clock(h.item['t_end'])}"
             words = "; ".join(f"{f}: {', '.join(w)}" for f, w in (h.matched or {}).items())
-            click.echo(f"{h.score:.4f}  {h.id:>7}  {label}" + (f"  [{words}]" if words else ""))
+            more = f"  (+{len(h.similar)} similar)" if h.similar else ""
+            click.echo(f"{h.score:.4f}  {h.id:>7}  {label}" + (f"  [{words}]" if words else "")
+                       + more)
     if verdict is not None and verdict.cut:
         click.echo(f"{verdict.cut} more below the relevance cut-off (similarity "
                    f"{verdict.threshold:.3f}, {page.mode} search); --relevance off shows them",

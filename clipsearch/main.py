@@ -15,7 +15,8 @@ import click
 from search.config import Settings
 from search.errors import SearchError
 
-from . import commands_db, commands_library, commands_model, commands_web, logs
+from . import (commands_db, commands_duplicates, commands_library, commands_model,
+               commands_web, logs)
 from .context import CliContext, ClipsearchGroup
 
 
@@ -46,7 +47,7 @@ for _command in (commands_library.index_cmd, commands_library.search_cmd,
                  commands_library.texts_group, commands_library.stats_cmd,
                  commands_library.check_cmd, commands_model.train, commands_model.eval_cmd,
                  commands_model.gallery, commands_model.calibrate_cmd, commands_web.serve, commands_web.demo,
-                 commands_db.db_group):
+                 commands_db.db_group, commands_duplicates.duplicates_cmd):
     cli.add_command(_command)
 
 

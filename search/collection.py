@@ -133,6 +133,14 @@ class Collection:
             raise NotFound(f"no indexed item with id {item_id}")
         return item_dict(row)
 
+    def duplicates(self, threshold: float | None = None) -> dict:
+        """Groups of identical and near-identical items, each with its suggested keeper
+        (:func:`search.duplicates.find_duplicates`; ``threshold``: cosine distance,
+        default 0.01), as the REST API's ``GET /api/duplicates`` body (absolute paths)."""
+        from .duplicates import DEFAULT_THRESHOLD, find_duplicates
+        return find_duplicates(self.library.store, DEFAULT_THRESHOLD if threshold is None
+                               else threshold).to_dict()
+
     def close(self) -> None:
         """Release the store's connections and the index files."""
         self.library.close()

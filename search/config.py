@@ -71,6 +71,11 @@ class Settings:
     video_max_seconds: int = _setting(
         6 * 3600, "Videos longer than this (seconds) are skipped.",
         env="CLIPSEARCH_VIDEO_MAX_SECONDS", kind="int")
+    ocr: bool = _setting(
+        False, "Read the text shown in images (OCR) while indexing, into the keyword index and "
+        "the item detail; needs the ocr extra (pip install 'clipsearch[ocr]'). "
+        "'clipsearch index --ocr' reads already indexed images without re-embedding.",
+        env="CLIPSEARCH_OCR", kind="bool")
     checkpoint_every: int = _setting(
         256, "Indexed files per committed checkpoint; a killed job resumes from the last one.",
         env="CLIPSEARCH_CHECKPOINT_EVERY", kind="int")

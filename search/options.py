@@ -20,6 +20,7 @@ from .errors import BadRequest
 from .moments import DEFAULT_MEDIA, check_media
 from .ranking import DATE_WINDOW, MAX_DATE_WINDOW, MODES
 from .relevance import Relevance, Verdict
+from .collapse import DEFAULT_COLLAPSE
 from .schema import ItemFilter
 from .service import MAX_K, MAX_OFFSET, Page, SearchRequest, SearchService, Term
 
@@ -38,7 +39,8 @@ FORMAT_ALIASES = {
 }
 FILTER_KEYS = ("path_prefix", "captured_after", "captured_before", "format", "min_width",
                "min_height", "min_duration", "max_duration")
-OPTION_KEYS = ("k", "offset", "sort", "threshold", "relevance", "mode", "date_window", "media")
+OPTION_KEYS = ("k", "offset", "sort", "threshold", "relevance", "mode", "date_window", "media",
+               "collapse", "collapse_threshold")
 MAX_DURATION = 10_000_000.0  # seconds; bounds the duration filters
 _INT_RE = re.compile(r"^[+-]?\d{1,12}$")
 
@@ -87,6 +89,22 @@ class SearchOptions:
     mode: str | None = None  # hybrid, vector, keyword; None: the query's default
     date_window: int = DATE_WINDOW  # sort=date: the date_window most relevant, newest first
     media: str = DEFAULT_MEDIA  # "image", "video" or "all"
+    collapse: bool = False  # fold near-duplicate hits into the best-ranked one
+    collapse_threshold: float = DEFAULT_COLLAPSE  # cosine distance that folds
+
+    @property
+    def collapse_at(self) -> float | None:
+        return self.collapse_threshold if self.collapse else None
+
+
+def bool_param(value: Any, name: str, *, convert: bool = True) -> bool:
+    """A boolean; in query strings and forms (``convert``) exactly ``true`` or ``false``,
+    what the OpenAPI document says a boolean is there (so ``1`` or ``""`` is refused)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and convert and value in ("true", "false"):
+        return value == "true"
+    raise BadRequest(f"{name} must be true or false")
 
 
 def int_param(value: Any, name: str, lo: int, hi: int, *, convert: bool = True) -> int:
@@ -230,7 +248,12 @@ def parse_options(src: Mapping[str, Any], *, filters: Mapping[str, Any] | None =
         date_window=int_param(get["date_window"], "date_window", 1, MAX_DATE_WINDOW, convert=conv)
         if "date_window" in get else DATE_WINDOW,
         media=check_media(str_param(get["media"], "media", 10).strip() or DEFAULT_MEDIA)
-        if "media" in get else DEFAULT_MEDIA)
+        if "media" in get else DEFAULT_MEDIA,
+        collapse=bool_param(get["collapse"], "collapse", convert=conv)
+        if "collapse" in get else False,
+        collapse_threshold=float_param(get["collapse_threshold"], "collapse_threshold", 0.0,
+                                       1.0, convert=conv)
+        if "collapse_threshold" in get else DEFAULT_COLLAPSE)
 
 
 def check_keys(body: Mapping[str, Any], allowed: tuple[str, ...] | set[str], where: str) -> None:
@@ -277,6 +300,8 @@ def run_search(service: SearchService, target: str, terms: tuple[Term, ...],
     if target == "texts":
         if opts.sort != "score":
             raise BadRequest("sort=date applies to image results only")
+        if opts.collapse:
+            raise BadRequest("collapse applies to image results only")
         return service.search_texts(SearchRequest(terms, k=opts.k, offset=opts.offset,
                                                   threshold=opts.threshold, mode=opts.mode,
                                                   relevance=opts.relevance))
@@ -295,4 +320,4 @@ def run_search(service: SearchService, target: str, terms: tuple[Term, ...],
     return service.search_images(SearchRequest(
         terms, k=opts.k, offset=opts.offset, filters=flt, threshold=opts.threshold,
         sort=opts.sort, exclude_ids=exclude_ids, mode=opts.mode, relevance=opts.relevance,
-        date_window=opts.date_window, media=opts.media))
+        date_window=opts.date_window, media=opts.media, collapse=opts.collapse_at))

@@ -19,7 +19,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from .errors import ModelMismatch
 
-SCHEMA_VERSION = 4  # = the head migration in search/migrations
+SCHEMA_VERSION = 5  # = the head migration in search/migrations
 STATUS_INDEXED = "indexed"
 STATUS_SKIPPED = "skipped"
 MEDIA_IMAGE = "image"
@@ -139,6 +139,35 @@ class ItemExtra(Base):
         IdType, ForeignKey("media_items.id", ondelete="CASCADE"), primary_key=True)
     kind: Mapped[str] = mapped_column(String(32), primary_key=True)
     text: Mapped[str] = mapped_column(Text)
+
+
+class ItemOcr(Base):
+    """What OCR read in an item's image (one row per item read, also when it found no text):
+    the text (lines joined by newlines), the mean confidence of its lines, the engine and the
+    content hash it was read from. The text also feeds the keyword index (``item_extra``
+    kind ``ocr``). Deleted with its item."""
+
+    __tablename__ = "item_ocr"
+
+    item_id: Mapped[int] = mapped_column(
+        IdType, ForeignKey("media_items.id", ondelete="CASCADE"), primary_key=True,
+        autoincrement=False)
+    text: Mapped[str] = mapped_column(Text, default="")
+    confidence: Mapped[float | None] = mapped_column(Float)
+    lines: Mapped[int] = mapped_column(Integer, default=0)
+    engine: Mapped[str] = mapped_column(String(64))
+    content_hash: Mapped[str | None] = mapped_column(String(64))
+    read_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class DuplicateDecision(Base):
+    """Two contents (sha256, ``hash_a < hash_b``) a user said are not duplicates."""
+
+    __tablename__ = "duplicate_decisions"
+
+    hash_a: Mapped[str] = mapped_column(String(64), primary_key=True)
+    hash_b: Mapped[str] = mapped_column(String(64), primary_key=True)
+    decided_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 
 
 #: The keyword index: one row per indexed item with its normalised words by field

@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import keywords
+from .collapse import Folded, collapse_depth, fold, item_vectors
 from .errors import BadRequest, NotFound
 from .library import Library
 from .media.images import decode_image
-from .ranking import (DATE_WINDOW, MAX_DATE_WINDOW, MODES, Ranked, date_ordered, fused_ranked,
-                      vector_ranked)
+from .ranking import (DATE_WINDOW, LIST_LIMIT, MAX_DATE_WINDOW, MODES, Ranked, date_ordered,
+                      fused_ranked, vector_ranked)
 from .relevance import Relevance, Verdict
 from .schema import STATUS_INDEXED, ItemFilter, unpack
 from .moments import DEFAULT_MEDIA, attach_moments, check_media, media_filter
@@ -75,8 +76,11 @@ class SearchRequest:
     relevance: Relevance = field(default_factory=Relevance)  # auto by default
     date_window: int = DATE_WINDOW  # sort=date orders the date_window most relevant hits
     media: str = DEFAULT_MEDIA  # image, video (by their moments) or all
+    collapse: float | None = None  # fold near-duplicate hits within this cosine distance
 
     def __post_init__(self):
+        if self.collapse is not None and not 0.0 <= self.collapse <= 1.0:
+            raise BadRequest("collapse_threshold must be between 0 and 1")
         if not self.terms:
             raise BadRequest("a query needs at least one term")
         if self.mode is not None and self.mode not in MODES:
@@ -103,11 +107,18 @@ class Hit:
     item: dict  # MediaItem.to_dict() for images, TextEntry.to_dict() for texts
     rank_score: float | None = None  # what ordered the hit: cosine, BM25 or fused RRF
     matched: dict[str, list[str]] | None = None  # field -> query words found there
+    similar: list[dict] | None = None  # collapse: folded hits {id, score, distance, item}
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "score": round(float(self.score), 6),
-                "rank_score": None if self.rank_score is None else round(self.rank_score, 6),
-                "matched": self.matched, **{k: v for k, v in self.item.items() if k != "id"}}
+        out = {"id": self.id, "score": round(float(self.score), 6),
+               "rank_score": None if self.rank_score is None else round(self.rank_score, 6),
+               "matched": self.matched, **{k: v for k, v in self.item.items() if k != "id"}}
+        if self.similar is not None:
+            out["similar_count"] = len(self.similar)
+            out["similar"] = [{"id": m["id"], "score": m["score"], "distance": m["distance"],
+                               **{k: v for k, v in m["item"].items() if k != "id"}}
+                              for m in self.similar]
+        return out
 
 
 @dataclass
@@ -259,20 +270,37 @@ class SearchService:
                                   and t.weight > 0)) if mode != "vector" else None
         if mode == "hybrid" and kq is not None and kq.empty:
             mode = "vector"  # nothing to look for in words (only punctuation)
-        if mode == "vector":
-            window = req.date_window if req.sort == "date" else req.offset + req.k + 1
-            ranked = vector_ranked(self.library, table, q, window=window, rel=req.relevance,
-                                   kind=kind, threshold=req.threshold, allowed=allowed,
-                                   exclude=exclude, threads=self.search_threads, media=media,
-                                   allowed_segments=allowed_segments)
-        else:
-            ranked = fused_ranked(self.library, q, kq, mode, rel=req.relevance, kind=kind,
-                                  threshold=req.threshold, allowed=allowed,
-                                  allowed_select=allowed_select, exclude=exclude,
-                                  stats=self.word_stats(), threads=self.search_threads,
-                                  media=media, allowed_segments=allowed_segments)
+        collapse = req.collapse if table == "images" else None
+        need = (req.date_window if req.sort == "date" else req.offset + req.k) + 1
+        folded: Folded | None = None
+        attempt = 0
+        while True:
+            if mode == "vector":
+                window = req.date_window if req.sort == "date" else req.offset + req.k + 1
+                if collapse is not None:  # deeper, so that k hits remain after folding
+                    window = min(LIST_LIMIT, max(window, collapse_depth(need, attempt)))
+                ranked = vector_ranked(self.library, table, q, window=window,
+                                       rel=req.relevance, kind=kind, threshold=req.threshold,
+                                       allowed=allowed, exclude=exclude,
+                                       threads=self.search_threads, media=media,
+                                       allowed_segments=allowed_segments)
+            else:
+                ranked = fused_ranked(self.library, q, kq, mode, rel=req.relevance, kind=kind,
+                                      threshold=req.threshold, allowed=allowed,
+                                      allowed_select=allowed_select, exclude=exclude,
+                                      stats=self.word_stats(), threads=self.search_threads,
+                                      media=media, allowed_segments=allowed_segments)
+            if collapse is None:
+                break
+            folded = fold(ranked.ids, item_vectors(self.library.store, ranked.ids), collapse)
+            if (len(folded.ids) >= need or mode != "vector" or len(ranked.ids) < window
+                    or window >= LIST_LIMIT):
+                break
+            attempt += 1
+        if folded is not None:
+            ranked = dataclasses.replace(ranked, ids=folded.ids)
         t2 = time.perf_counter()
-        hits = self._page(table, req, ranked)
+        hits = self._page(table, req, ranked, folded)
         if table == "images":
             attach_moments(self.library, q, hits[0])
         t3 = time.perf_counter()
@@ -280,8 +308,10 @@ class SearchService:
                     {"encode": (t1 - t0) * 1e3, "search": (t2 - t1) * 1e3,
                      "fetch": (t3 - t2) * 1e3}, mode=mode, relevance=ranked.verdict)
 
-    def _page(self, table: str, req: SearchRequest, ranked: Ranked) -> tuple[list[Hit], bool]:
-        """The hits of the requested page and whether another page exists."""
+    def _page(self, table: str, req: SearchRequest, ranked: Ranked, folded: Folded | None = None
+              ) -> tuple[list[Hit], bool]:
+        """The hits of the requested page and whether another page exists; with ``folded``
+        each hit carries the hits folded into it."""
         ids = ranked.ids
         fetch = self.library.store.item_dicts if table == "images" else \
             self.library.store.text_dicts
@@ -302,7 +332,18 @@ class SearchService:
             match = ranked.words.get(i)
             hits.append(Hit(i, ranked.scores[i], row, ranked.rank_scores.get(i),
                             match.matched() if match is not None else None))
+        if folded is not None:
+            self._attach_similar(hits, ranked, folded)
         return hits, len(ids) > req.offset + req.k
+
+    def _attach_similar(self, hits: list[Hit], ranked: Ranked, folded: Folded) -> None:
+        wanted = [m for h in hits for m, _ in folded.members.get(h.id, ())]
+        rows = self.library.store.item_dicts(wanted) if wanted else {}
+        for h in hits:
+            h.similar = [{"id": m, "score": round(float(ranked.scores.get(m, 0.0)), 6),
+                          "distance": round(d, 6), "item": rows[m]}
+                         for m, d in folded.members.get(h.id, ()) if m in rows
+                         and rows[m]["status"] == STATUS_INDEXED]
 
     # -- conveniences -------------------------------------------------------------
     def text_to_images(self, text: str, k: int = 20, **kw) -> Page:

@@ -33,7 +33,8 @@ from search.errors import Conflict
 from search.store import SCHEMA_VERSION, Base, Job, MediaItem, Store, unpack
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ALL_TABLES = ("item_words", "item_extra", "segments", "jobs", "texts", "media_items", "meta",
+ALL_TABLES = ("item_words", "item_extra", "item_ocr", "duplicate_decisions", "segments", "jobs",
+              "texts", "media_items", "meta",
               migrate.VERSION_TABLE)
 
 # --- the schema of clipsearch's first release (commit fd54376), frozen ---------------

@@ -191,6 +191,7 @@ def page(browser, server):
     set_viewport(browser, 1280, 800)
     browser.get(server + "/")
     wait(browser, lambda d: d.execute_script("return document.readyState") == "complete")
+    unfold(browser)
     browser.get_log("browser")  # start from a clean console
     browser.allowed_console_errors = ()
     yield browser
@@ -200,6 +201,13 @@ def page(browser, server):
 
 
 # ---- helpers ------------------------------------------------------------------------------------
+def unfold(driver) -> None:
+    """Switch off the page's folding of near-duplicates (on by default): these tests count
+    every hit, and the tiny random model puts many of these pictures within the default
+    distance of each other. Folding is tested in test_page_duplicates.py."""
+    driver.execute_script("document.getElementById('fold-similar').checked = false")
+
+
 def wait(driver, condition, timeout: float = WAIT_S):
     return WebDriverWait(driver, timeout, poll_frequency=0.05).until(condition)
 
@@ -446,6 +454,8 @@ def test_only_relevant_switch_hides_and_shows_the_cut_hits(browser, library, tmp
         set_viewport(browser, 1280, 800)
         browser.get(url + "/")
         wait(browser, lambda d: d.execute_script("return document.readyState") == "complete")
+        unfold(browser)
+        wait(browser, lambda d: d.execute_script("return document.readyState") == "complete")
         assert browser.find_element(By.ID, "only-relevant").is_selected()  # on by default
         text_search(browser, "red circle")
         names = result_names(browser)
@@ -577,6 +587,7 @@ def test_private_server_asks_for_the_key_and_then_shows_thumbnails(browser, priv
     set_viewport(browser, 360, 740, mobile=True)
     browser.get(private_server + "/")
     wait(browser, lambda d: d.execute_script("return document.readyState") == "complete")
+    unfold(browser)
     browser.get_log("browser")
     key_form = browser.find_element(By.ID, "key-form")
     message = browser.find_element(By.ID, "key-message")

@@ -20,6 +20,7 @@ from search.errors import BadRequest
 from search.service import SearchService
 
 from . import metrics
+from .api.duplicates import bp as duplicates_bp
 from .api.indexing import bp as indexing_bp
 from .api.items import bp as items_bp
 from .api.searches import bp as searches_bp
@@ -76,6 +77,7 @@ def create_app(settings: Settings, *, service: SearchService | None = None,
     app.register_blueprint(items_bp)
     app.register_blueprint(indexing_bp)
     app.register_blueprint(texts_bp)
+    app.register_blueprint(duplicates_bp)
     app.register_blueprint(session_bp)
     app.register_blueprint(service_bp)
     # The search page.

@@ -83,6 +83,10 @@ def hit_json(hit) -> dict:
         body.update(t_start=best["t_start"], t_end=best["t_end"], moment=best,
                     moments=[moment_json(hit.id, m) for m in hit.item.get("moments", ())],
                     thumbnail_url=best["thumbnail_url"], play_url=best["play_url"])
+    if hit.similar is not None:  # collapse=true: the hits folded into this one
+        body["similar_count"] = len(hit.similar)
+        body["similar"] = [{**item_json({"id": m["id"], **m["item"]}), "score": m["score"],
+                            "distance": m["distance"]} for m in hit.similar]
     return body
 
 

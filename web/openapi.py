@@ -13,6 +13,7 @@ import os
 from search.media.video import VIDEO_MIME_TYPES
 from search.schema import SIDECAR
 
+from . import openapi_duplicates
 from .api.common import MAX_PARTS
 from .items import THUMB_SIZES
 from .openapi_components import (IMAGE_PART, IMAGE_TYPES, READ, SEARCH_ERRORS, WHITESPACE, WRITE,
@@ -223,6 +224,7 @@ def _paths() -> dict:
                                "properties": {"deleted": {"type": "integer"},
                                               "source": {"type": "string"}}}}}},
                            **errors(400, 401, 403, 409, 414, 429, 503)}}},
+        **openapi_duplicates.paths(),
         "/api/session": _session_paths(),
         "/api/health": {
             "get": {"operationId": "health", "summary": "Liveness, counts and model.",
@@ -272,7 +274,7 @@ def document(vector_dim: int | None = None) -> dict:
                                 "{\"error\": message}. See docs/api.md."},
         "paths": _paths(),
         "components": {
-            "schemas": schemas(vector_dim),
+            "schemas": {**schemas(vector_dim), **openapi_duplicates.schemas()},
             "securitySchemes": security_schemes(),
         },
     }

@@ -137,11 +137,19 @@ OPTION_PROPS = {
     "media": {"type": "string", "enum": ["", "image", "video", "all"], "default": "all",
               "description": "image: images only; video: the moments of videos (one hit per "
                              "video: its best moment); all: both, merged by score."},
+    "collapse": {"type": "boolean", "default": False,
+                 "description": "Fold near-duplicate hits (vectors within collapse_threshold "
+                                "of a better-ranked hit) into it: each hit lists them in "
+                                "'similar'; a page still has k hits. Image results only."},
+    "collapse_threshold": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.01,
+                           "description": "Cosine distance under which collapse folds a hit."},
 }
 #: Texts have no capture date: their searches sort by score only.
 TEXT_OPTION_PROPS = {**OPTION_PROPS, "sort": {
     "type": "string", "enum": ["score"], "default": "score",
-    "description": "Texts are ordered by score (sort=date applies to images only)."}}
+    "description": "Texts are ordered by score (sort=date applies to images only)."},
+    "collapse": {"type": "boolean", "enum": [False], "default": False,
+                 "description": "Texts are never folded (collapse applies to images only)."}}
 FILTER_PROPS = {
     "path_prefix": {"type": "string", "maxLength": MAX_PREFIX_CHARS,
                     "pattern": PATH_PREFIX_PATTERN,

@@ -129,6 +129,15 @@ def schemas(vector_dim: int | None = None) -> dict:
                             "item's words, by field: name, caption, metadata, text.",
                             "additionalProperties": {"type": "array",
                                                      "items": {"type": "string"}}}),
+                        "similar_count": {"type": "integer", "description":
+                                          "With collapse=true: hits folded into this one."},
+                        "similar": {"type": "array", "description": "With collapse=true: the "
+                                    "folded hits (item fields, score, distance to this hit).",
+                                    "items": {"type": "object", "required": ["id", "score",
+                                                                             "distance"],
+                                              "properties": {
+                                                  **item_props, "score": {"type": "number"},
+                                                  "distance": {"type": "number"}}}},
                         **video_hit}},
         "Moment": moment,
         "Moments": {"type": "object", "required": ["item_id", "media", "moments"],
@@ -147,7 +156,16 @@ def schemas(vector_dim: int | None = None) -> dict:
                                 "moments": {"type": "array", "items": ref("Moment"),
                                             "description": "A video's moments, in order."},
                                 "texts": {"type": "array", "items": ref("TextHit"),
-                                          "description": "The 5 nearest texts of the corpus."}}},
+                                          "description": "The 5 nearest texts of the corpus."},
+                                "ocr": nullable({
+                                    "type": "object", "description": "Text read in the "
+                                    "image (CLIPSEARCH_OCR); null when it was never read.",
+                                    "properties": {
+                                        "text": {"type": "string"},
+                                        "confidence": nullable({"type": "number"}),
+                                        "lines": {"type": "integer"},
+                                        "engine": {"type": "string"},
+                                        "read_at": nstr}})}},
         "ImagePage": page(ref("ItemHit")),
         "TextPage": page(ref("TextHit")),
         "AnyPage": page({"anyOf": [ref("ItemHit"), ref("TextHit")]}),

@@ -1,4 +1,5 @@
-"""The search page: one HTML document, one stylesheet and one script, served by Flask.
+"""The search page and the duplicates view: HTML documents, one stylesheet and a script
+each, served by Flask.
 
 There is no build step and nothing is loaded from another origin, so the page
 works offline and under ``Content-Security-Policy: default-src 'self';
@@ -46,6 +47,13 @@ PAGE_CSP = ("default-src 'self'; img-src 'self' blob: data:; object-src 'none'; 
 @bp.get("/")
 def index():
     return render_template("index.html", asset_url=asset_url)
+
+
+@bp.get("/duplicates")
+def duplicates():
+    """The duplicates view: groups of identical and near-identical items (GET
+    /api/duplicates), each with its suggested keeper and a "Not duplicates" button."""
+    return render_template("duplicates.html", asset_url=asset_url)
 
 
 @bp.after_request

@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from .. import keywords
 from ..library import Library
+from ..ocr_store import drop_ocr, store_ocr
 from ..schema import (MEDIA_VIDEO, STATUS_INDEXED, STATUS_SKIPPED, FileState, MediaItem,
                       TextEntry, pack, sidecar_source, text_hash, utcnow)
 from ..segments import replace_segments
@@ -81,6 +82,15 @@ def commit_checkpoint(library: Library, encoder, staged: list[tuple[Decoded, np.
                           vector=pack(vec))
             s.add(t)
             new_texts.append((t, vec))
+        s.flush()
+        stale = []
+        for dec, vec in staged:  # OCR text: replaced when read, dropped when out of date
+            old = states.get(dec.path)
+            if dec.ocr is not None and vec is not None:
+                store_ocr(s, rows[dec.path].id, dec.ocr, dec.content_hash, refresh=False)
+            elif old is not None and (vec is None or old.content_hash != dec.content_hash):
+                stale.append(rows[dec.path].id)
+        drop_ocr(s, stale)
         s.flush()
         keywords.refresh(s, [item.id for item in rows.values()])
         for t, vec in new_texts:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -18,6 +19,9 @@ from ..encoder import Preprocess
 from ..errors import SearchError
 from ..fileio import sha256_file
 from ..media.images import decode_image
+from ..ocr import OCR_SIDE, OcrUnavailable, read_image
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -43,6 +47,7 @@ class Decoded:
     rotation: int | None = None  # videos: display rotation in degrees
     segments: list | None = None  # videos: the moments (search.segments.SegmentData)
     decode_cpu_s: float | None = None  # CPU seconds this process spent on the file
+    ocr: object | None = None  # search.ocr.OcrResult when OCR read the image
 
 
 MAX_CAPTION_BYTES = 64 * 1024
@@ -68,15 +73,19 @@ def hash_file(path: str) -> tuple[str, str | None]:
         return path, None
 
 
-def decode_file(path: str, preprocess: Preprocess, max_pixels: int) -> Decoded:
-    """Read, hash, decode and preprocess one file. Never raises for bad input."""
+def decode_file(path: str, preprocess: Preprocess, max_pixels: int, ocr: bool = False
+                ) -> Decoded:
+    """Read, hash, decode and preprocess one file. Never raises for bad input.
+
+    ``ocr``: also read the text shown in the image (:mod:`search.ocr`) on a downscaled
+    copy; a failure of OCR leaves ``ocr`` None and the file indexed."""
     t0 = time.process_time()
-    out = _decode_file(path, preprocess, max_pixels)
+    out = _decode_file(path, preprocess, max_pixels, ocr)
     out.decode_cpu_s = time.process_time() - t0
     return out
 
 
-def _decode_file(path: str, preprocess: Preprocess, max_pixels: int) -> Decoded:
+def _decode_file(path: str, preprocess: Preprocess, max_pixels: int, ocr: bool) -> Decoded:
     try:
         st = os.stat(path)
         with open(path, "rb") as f:
@@ -86,8 +95,11 @@ def _decode_file(path: str, preprocess: Preprocess, max_pixels: int) -> Decoded:
     digest = hashlib.sha256(data).hexdigest()
     out = Decoded(path, st.st_size, st.st_mtime, digest)
     try:
-        img = decode_image(data, max_pixels=max_pixels, draft_size=preprocess.size)
+        img = decode_image(data, max_pixels=max_pixels,
+                           draft_size=max(preprocess.size, OCR_SIDE) if ocr else preprocess.size)
         out.pixels = preprocess(img.image)
+        if ocr:
+            out.ocr = read_ocr(path, img.image)
     except SearchError as e:
         out.skip_reason = e.message
         return out
@@ -102,3 +114,14 @@ def _decode_file(path: str, preprocess: Preprocess, max_pixels: int) -> Decoded:
     out.lens, out.description, out.keywords = img.lens, img.description, img.keywords
     out.caption = read_sidecar(path)
     return out
+
+
+def read_ocr(path: str, image):
+    """OCR of a decoded image, or None (logged) when reading fails."""
+    try:
+        return read_image(image)
+    except OcrUnavailable:
+        raise
+    except Exception as e:  # an OCR bug must cost the file's text, not the file
+        log.warning("OCR failed on %s: %s: %s", path, type(e).__name__, e)
+        return None

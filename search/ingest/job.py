@@ -25,6 +25,7 @@ from typing import Callable, Sequence
 import numpy as np
 from sqlalchemy import select, update
 
+from .. import ocr
 from ..config import Settings
 from ..library import Library
 from ..schema import FileState, MediaItem, TextEntry, pack
@@ -34,12 +35,13 @@ from .captions import sync_captions
 from .changes import classify, moves_and_removals
 from .commit import commit_checkpoint
 from .decode import Decoded
-from .discover import FoundFile, is_video_path, resolve_root, walk
 from .balance import choose_workers
+from .discover import FoundFile, is_video_path, resolve_root, walk
 from .embed import EncoderTime, Embedder
+from .ocr_pass import read_unread
 from .recover import recoverable
-from .video_embed import embed_media
 from .summary import Progress, Summary
+from .video_embed import embed_media
 from .workers import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -89,6 +91,8 @@ class IndexJob:
         :class:`~search.writer.WriterBusy` when another writer holds the store."""
         t0 = time.monotonic()
         roots = [resolve_root(r) for r in roots]
+        if self.settings.ocr:
+            ocr.require()  # a clear error before any work, not one per file
         try:
             with self.library.writer.hold(self.what, roots=roots, wait=self.wait,
                                           should_stop=self.should_stop,
@@ -130,6 +134,9 @@ class IndexJob:
                 self._stop_point()
             self._embed(pool, to_embed, states)
             self._stop_point()
+            if self.settings.ocr:
+                self._read_unread(pool, roots)
+                self._stop_point()
             self.progress(Progress("captions"))
             self.summary.texts_added += sync_captions(
                 self.library, self.encoder, found, {f.path for f in to_embed}, states,
@@ -155,7 +162,9 @@ class IndexJob:
 
     # -- phases -----------------------------------------------------------
     def _measured_workers(self, to_embed: list[FoundFile]) -> int:
-        if self.embedder is not None or not to_embed:  # decoding happens elsewhere, or not at all
+        if self.embedder is not None or not to_embed or self.settings.ocr:
+            # decoding happens elsewhere, or not at all; or OCR, which the probe does not
+            # time, makes decoding the bottleneck by far (about 15x a file's decode)
             return max(1, (os.cpu_count() or 2) - 1)
         # the probe decodes images; a video's cost is its chunks, measured nowhere yet
         images = [f.path for f in to_embed if not is_video_path(f.path)]
@@ -173,6 +182,17 @@ class IndexJob:
             for p in (path, path + ".json"):
                 if os.path.exists(p):
                     os.remove(p)
+
+    def _read_unread(self, pool, roots: list[str]) -> None:
+        """OCR of the images under ``roots`` not read yet (indexed before OCR was on): no
+        re-embedding."""
+        def report(done: int, total: int) -> None:
+            self.progress(Progress("reading text", done=done, total=total))
+
+        counts = read_unread(self.library, pool, max_pixels=self.settings.max_pixels,
+                             workers=self.workers, roots=roots, progress=report,
+                             should_stop=self.should_stop)
+        self.summary.ocr_read += counts["read"]
 
     def _encode_orphan_texts(self) -> None:
         """Texts without a vector (after a re-embed) get one."""
@@ -221,7 +241,8 @@ class IndexJob:
                                  window=max(2 * batch_size, self.workers * 8),
                                  fps=self.settings.video_fps,
                                  max_seconds=self.settings.video_max_seconds,
-                                 should_stop=self.should_stop, timing=timing)
+                                 should_stop=self.should_stop, timing=timing,
+                                 ocr=self.settings.ocr)
         staged: list[tuple[Decoded, np.ndarray | None]] = []
         done = 0
         t0 = time.monotonic()

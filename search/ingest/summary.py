@@ -26,6 +26,7 @@ class Summary:
     skipped: collections.Counter = field(default_factory=collections.Counter)
     skipped_files: list[tuple[str, str]] = field(default_factory=list)  # (path, reason), capped
     texts_added: int = 0
+    ocr_read: int = 0  # images read by OCR after indexing (indexed before OCR was on)
     seconds: float = 0.0
     embedded_per_second: float = 0.0
     #: decoder processes used, and the share of the embedding time the encoder spent
@@ -52,7 +53,7 @@ class Summary:
             "recovered": self.recovered,
             "skipped": sum(self.skipped.values()), "skipped_by_reason": dict(self.skipped),
             "skipped_files": [{"path": p, "reason": r} for p, r in self.skipped_files],
-            "texts_added": self.texts_added, "seconds": round(self.seconds, 3),
+            "texts_added": self.texts_added, "ocr_read": self.ocr_read, "seconds": round(self.seconds, 3),
             "embedded_per_second": round(self.embedded_per_second, 2),
             "decoder_workers": self.decoder_workers,
             "encoder_wait_share": round(self.encoder_wait_share, 3),

@@ -115,11 +115,11 @@ def decode_chunk(task: ChunkTask, preprocess: Preprocess) -> ChunkResult:
     return out
 
 
-def run_task(task, preprocess: Preprocess, max_pixels: int):
+def run_task(task, preprocess: Preprocess, max_pixels: int, ocr: bool = False):
     """One unit of decoder work: an image path, a :class:`ChunkTask`, or a finished
     :class:`Decoded` (a skipped video, passed through so that the stream keeps its order)."""
     if isinstance(task, ChunkTask):
         return decode_chunk(task, preprocess)
     if isinstance(task, Decoded):
         return task
-    return decode_file(task, preprocess, max_pixels)
+    return decode_file(task, preprocess, max_pixels, ocr)

@@ -65,10 +65,10 @@ def crashed_task(task):
 
 def _units(pool: WorkerPool | None, preprocess, paths: Sequence[str], *, window: int,
            max_pixels: int, fps: float, max_seconds: float, block: int, segment_vector: str,
-           should_stop: StopCheck | None = None):
+           should_stop: StopCheck | None = None, ocr: bool = False):
     stop = should_stop or (lambda: False)
     if not any(is_video_path(p) for p in paths):  # images only: one stream, no blocks
-        yield from window_map(pool, run_task, paths, window, preprocess, max_pixels,
+        yield from window_map(pool, run_task, paths, window, preprocess, max_pixels, ocr,
                               on_crash=crashed_task, should_stop=should_stop)
         return
     for b in range(0, len(paths), block):
@@ -97,7 +97,7 @@ def _units(pool: WorkerPool | None, preprocess, paths: Sequence[str], *, window:
         # keeps the decoded frames waiting for the encoder to about window * 4 (~40 MB at 224 px).
         chunk_window = max(4, window // 8) if states else window
         for res in window_map(pool, run_task, tasks, chunk_window, preprocess, max_pixels,
-                              on_crash=crashed_task, should_stop=should_stop):
+                              ocr, on_crash=crashed_task, should_stop=should_stop):
             if not isinstance(res, ChunkResult):
                 yield res
                 continue
@@ -114,8 +114,8 @@ def _units(pool: WorkerPool | None, preprocess, paths: Sequence[str], *, window:
 def embed_media(pool: WorkerPool | None, encoder, paths: Sequence[str], *, batch_size: int,
                 max_pixels: int, window: int, fps: float, max_seconds: float,
                 block: int = BLOCK_FILES, segment_vector: str = SEGMENT_VECTOR,
-                should_stop: StopCheck | None = None, timing: EncoderTime | None = None
-                ) -> Iterator[tuple[Decoded, np.ndarray | None]]:
+                should_stop: StopCheck | None = None, timing: EncoderTime | None = None,
+                ocr: bool = False) -> Iterator[tuple[Decoded, np.ndarray | None]]:
     """Like :func:`.embed.embed_locally` for a mix of images and videos: ``(decoded,
     vector or None)`` in the order of ``paths``; a video's pair carries its moments in
     ``decoded.segments`` and its overall vector. ``segment_vector``: "mean" or
@@ -124,7 +124,7 @@ def embed_media(pool: WorkerPool | None, encoder, paths: Sequence[str], *, batch
     ``timing`` accumulates the time spent waiting for decoders and encoding."""
     units = _units(pool, encoder.preprocess, paths, window=window, max_pixels=max_pixels,
                    fps=fps, max_seconds=max_seconds, block=max(1, block),
-                   segment_vector=segment_vector, should_stop=should_stop)
+                   segment_vector=segment_vector, should_stop=should_stop, ocr=ocr)
     for unit, vec in batch_encode(encoder, units, batch_size, should_stop, timing=timing):
         if isinstance(unit, _Frame):
             if unit.video.error is None:

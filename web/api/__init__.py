@@ -6,6 +6,7 @@
 * :mod:`.items` -- an item's detail, deletion, thumbnail, file and similar images;
 * :mod:`.indexing` -- starting an indexing job and following it;
 * :mod:`.texts` -- adding and removing texts of the corpus;
+* :mod:`.duplicates` -- duplicate groups of the library and "not duplicates" decisions;
 * :mod:`.session` -- trading an API key for a browser session cookie;
 * :mod:`.service` -- health and the OpenAPI document;
 * :mod:`.common` -- the request helpers they all share.

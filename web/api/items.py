@@ -14,6 +14,7 @@ from werkzeug.exceptions import RequestedRangeNotSatisfiable
 
 from search.errors import NotFound
 from search.moments import nearest_moment
+from search.ocr_store import ocr_of
 from search.options import float_param, int_param, parse_options
 from search.segments import moments_of, segment_dicts
 from search.service import Term
@@ -38,7 +39,8 @@ def item_detail(item_id: int):
     item = indexed_item(store, row_id(item_id))
     texts = run_search(rt, "texts", (Term(item_id=item.id),),  # always the 5 nearest
                        parse_options({"k": 5, "relevance": "off"}, typed=True))
-    body = {**item_json(item.to_dict()), "texts": texts["results"]}
+    body = {**item_json(item.to_dict()), "texts": texts["results"],
+            "ocr": ocr_of(store, item.id)}
     if item.media == "video":
         body["moments"] = [moment_json(item.id, m) for m in moments_of(store, item.id)]
     return jsonify(body)

@@ -57,6 +57,9 @@
     sessionBar: $("session-bar"),
     keyForget: $("key-forget"),
     onlyRelevant: $("only-relevant"),
+    foldSimilar: $("fold-similar"),
+    pOcr: $("preview-ocr"),
+    pOcrTitle: $("ocr-title"),
     cutNote: $("cut-note"),
     cutText: $("cut-text"),
     showCut: $("show-cut"),
@@ -135,6 +138,9 @@
   function searchRequest(query, offset, signal) {
     const common = [["k", String(PAGE_SIZE)], ["offset", String(offset)],
       ["relevance", ui.onlyRelevant.checked ? "auto" : "off"], ...filterParams()];
+    if (ui.foldSimilar && ui.foldSimilar.checked && query.kind !== "moment") {
+      common.push(["collapse", "true"]);
+    }
     if (query.kind === "image") {
       const body = new FormData();
       body.append("image", query.blob, query.name || "image");
@@ -376,7 +382,38 @@
     thumb.addEventListener("click", () => openPreview(hit, thumb));
     similar.addEventListener("click", () => startItemSearch(hit));
     node.dataset.id = String(hit.id);
+    renderFold(node, hit);
     return node;
+  }
+
+  // "+n similar": near-duplicates folded into this hit; the button shows them after it.
+  function renderFold(node, hit) {
+    const members = Array.isArray(hit.similar) ? hit.similar : [];
+    const button = node.querySelector(".fold");
+    if (!button || !members.length) return;
+    button.hidden = false;
+    button.textContent = `+${members.length} similar`;
+    button.setAttribute("aria-label", `Show ${members.length} near-duplicates of ${displayName(hit)}`);
+    let shown = [];
+    button.addEventListener("click", () => {
+      if (shown.length) {
+        shown.forEach((el) => el.remove());
+        shown = [];
+        button.setAttribute("aria-expanded", "false");
+        button.textContent = `+${members.length} similar`;
+        return;
+      }
+      let after = node;
+      for (const m of members) {
+        const el = renderHit({ ...m, matched: null });
+        el.classList.add("folded");
+        after.after(el);
+        after = el;
+        shown.push(el);
+      }
+      button.setAttribute("aria-expanded", "true");
+      button.textContent = "Hide similar";
+    });
   }
 
   // Which query words the item's words contain, by field: "Matched: acme, invoice (name)".
@@ -530,6 +567,17 @@
     metaRow("Score", formatScore(score));
   }
 
+  // The text OCR read in the image, when it read any.
+  function fillOcr(ocr) {
+    const text = ocr && typeof ocr.text === "string" ? ocr.text.trim() : "";
+    ui.pOcr.textContent = text;
+    ui.pOcr.hidden = !text;
+    ui.pOcrTitle.hidden = !text;
+    if (text && typeof ocr.confidence === "number") {
+      ui.pOcr.title = `confidence ${ocr.confidence.toFixed(2)}`;
+    }
+  }
+
   function fillTexts(texts) {
     ui.pTexts.replaceChildren();
     for (const t of texts) {
@@ -569,6 +617,7 @@
     ui.pOpen.href = hit.file_url || "#";
     ui.pOpen.hidden = !hit.file_url;
     fillMeta(hit, hit.score);
+    fillOcr(null);
     ui.pTexts.replaceChildren();
     ui.pStatus.textContent = "Loading details…";
     ui.pStatus.classList.remove("error");
@@ -583,6 +632,7 @@
         ui.pOpen.href = item.file_url;
         ui.pOpen.hidden = false;
       }
+      fillOcr(item.ocr);
       const texts = Array.isArray(item.texts) ? item.texts : [];
       fillTexts(texts);
       ui.pStatus.textContent = texts.length ? "" : "No texts are indexed yet, so there are no captions to show.";
@@ -710,6 +760,7 @@
   });
   ui.filters.elements.sort.addEventListener("change", () => state.query && runSearch());
   ui.onlyRelevant.addEventListener("change", () => state.query && runSearch());
+  if (ui.foldSimilar) ui.foldSimilar.addEventListener("change", () => state.query && runSearch());
   ui.showCut.addEventListener("click", () => {
     ui.onlyRelevant.checked = false;
     if (state.query) runSearch();
