@@ -11,7 +11,8 @@ import time
 
 import numpy as np
 import pytest
-from conftest import AUTH, build_settings, item_ids, wipe_postgres, write_gallery
+from conftest import (AUTH, PG_URL, build_settings, item_ids, require, require_module,
+                      require_postgres, wipe_postgres, write_gallery)
 from sqlalchemy import select
 
 from search.ingest.job import IndexJob
@@ -20,7 +21,7 @@ from search.options import parse_options, run_search
 from search.schema import ItemExtra, ItemOcr, MediaItem
 from search.service import SearchService, Term
 
-PG_URL = os.environ.get("CLIPSEARCH_TEST_PG_URL")
+
 #: measured: 0.904 on these 24 pictures (seed 0, 52 words), 0.974 on 100 and 0.94 on 120 in
 #: bench/bench_ocr.py: DejaVu fonts of 20-72 px, angles -12..12 degrees, flat, gradient and
 #: noisy backgrounds; the misses are mostly 20-28 px words (docs/benchmarks.md)
@@ -30,16 +31,10 @@ RECALL_FLOOR = 0.80
 def _need_ocr():
     """The engine and the fonts must be there; under CI a missing one fails the test."""
     from search import ocr
-    textgen = pytest.importorskip("textgen")
-    problems = []
-    if not ocr.available():
-        problems.append("rapidocr-onnxruntime is not installed (pip install -e '.[ocr]')")
-    if not textgen.fonts_available():
-        problems.append(f"DejaVu fonts missing in {textgen.FONT_DIR} (Debian fonts-dejavu-core)")
-    if problems:
-        if os.environ.get("CI"):
-            pytest.fail("; ".join(problems) + " under CI: the OCR tests must run")
-        pytest.skip("; ".join(problems))
+    textgen = require_module("textgen", "textgen (tests/textgen.py)")
+    require("The OCR engine", ocr.available(), "pip install -e '.[ocr]'")
+    require("DejaVu fonts", textgen.fonts_available(),
+            f"missing in {textgen.FONT_DIR} (Debian fonts-dejavu-core)")
     return textgen
 
 
@@ -57,10 +52,7 @@ def test_word_recall_on_generated_pictures_is_above_the_floor():
 
 def _settings(base, db: str, **kw):
     if db == "postgresql":
-        if not PG_URL:
-            if os.environ.get("CI"):
-                pytest.fail("CLIPSEARCH_TEST_PG_URL is not set under CI: PostgreSQL tests must run")
-            pytest.skip("no PostgreSQL server (set CLIPSEARCH_TEST_PG_URL)")
+        require_postgres()
         wipe_postgres(PG_URL)
         kw["db_url"] = PG_URL
     return build_settings(str(base / "data"), **kw)

@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import API_KEY, build_settings
+from conftest import API_KEY, build_settings, require, require_module
 from dupgen import write_library
 from test_page_browser import (CHROMEDRIVER, CHROMIUM, browser, js, serving, set_viewport,  # noqa: F401
                                text_search, wait, wait_results)
@@ -22,16 +22,12 @@ COPIES = {0: "reencoded", 1: "resized", 2: "cropped"}
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
-        if os.environ.get("CI"):
-            pytest.fail("Chromium is missing under CI: the page tests must run")
-        pytest.skip("needs Debian's chromium and chromium-driver")
+    require("Chromium", os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER),
+            "needs Debian's chromium and chromium-driver")
     from search import ocr
-    textgen = pytest.importorskip("textgen")
-    if not ocr.available() or not textgen.fonts_available():
-        if os.environ.get("CI"):
-            pytest.fail("OCR engine or DejaVu fonts missing under CI")
-        pytest.skip("needs the ocr extra and DejaVu fonts")
+    textgen = require_module("textgen", "textgen (tests/textgen.py)")
+    require("The OCR engine and DejaVu fonts", ocr.available() and textgen.fonts_available(),
+            "needs the ocr extra and Debian's fonts-dejavu-core")
     base = tmp_path_factory.mktemp("pagedups")
     root = os.path.realpath(str(base / "library"))
     write_library(root, distinct=12, copies=COPIES)
