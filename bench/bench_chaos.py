@@ -300,12 +300,16 @@ class Chaos:
     def indexer(self) -> None:
         """The job that is killed and restarted."""
         rng = random.Random(self.args.seed + 2)
+        # A run that ends by itself before its kill halves the scale of the next delays
+        # (down to 50 ms): when indexing catches up with the library, runs are short, and a
+        # fixed scale would stop killing anything mid-run.
+        scale = self.args.kill_every
         while not self.stop_load.is_set():
             self.runs += 1
             log = f"index-{self.runs:03d}.log"
             proc = self.cli("index", self.root, "--wait", "--progress", log=log)
             started = None
-            delay = rng.uniform(0.2, 2.0) * self.args.kill_every
+            delay = rng.uniform(0.2, 2.0) * scale
             while proc.poll() is None:
                 if started is None and "scanning" in self.log_text(log):
                     started = time.monotonic()
@@ -319,6 +323,7 @@ class Chaos:
                 time.sleep(0.05)
             else:
                 self.stats.add(f"index job exit {proc.returncode}")
+                scale = max(0.05, scale / 2)
             if "Traceback" in self.log_text(log):
                 self.stats.add("tracebacks")
                 self.stats.note(f"traceback in {log}")
