@@ -53,7 +53,7 @@ from PIL import Image
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from search.lifetime import alive, cmdline, descendants  # noqa: E402
+from search.lifetime import alive, cmdline, descendants, killed_with_starter  # noqa: E402
 
 TINY = os.path.join(REPO, "tests", "tiny-clip.json")
 API_KEY = "chaos-key-0123456789abcdef"
@@ -206,7 +206,8 @@ class Chaos:
     def cli(self, *args: str, log: str) -> subprocess.Popen:
         err = open(os.path.join(self.logs, log), "wb")
         return subprocess.Popen([sys.executable, "-m", "clipsearch", *args], env=self.env,
-                                stdout=subprocess.DEVNULL, stderr=err, cwd=self.work)
+                                stdout=subprocess.DEVNULL, stderr=err, cwd=self.work,
+                                preexec_fn=killed_with_starter)
 
     def log_text(self, log: str) -> str:
         with open(os.path.join(self.logs, log), "rb") as f:
@@ -365,7 +366,8 @@ class Chaos:
         server = subprocess.Popen(
             [sys.executable, "-m", "clipsearch", "serve", "--workers", "2", "--threads", "4",
              "--port", str(self.port), "--no-access-log"], env=self.env, cwd=self.work,
-            stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.logs, "serve.log"), "wb"))
+            stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.logs, "serve.log"), "wb"),
+            preexec_fn=killed_with_starter)  # a killed benchmark takes its server along
         t_setup = time.monotonic()
         probe = Http(self.port)
         while True:

@@ -55,6 +55,13 @@ def _prctl_pdeathsig(sig: int) -> bool:
         return False
 
 
+def killed_with_starter() -> None:
+    """``preexec_fn`` for :class:`subprocess.Popen`: the child gets SIGKILL when the thread
+    that started it ends (Linux; elsewhere nothing). For children that run our own CLI
+    commands and are not expected to outlive their starter (benchmarks, tests)."""
+    _prctl_pdeathsig(signal.SIGKILL)
+
+
 def die_with_parent(parent_pid: int | None = None, *, sig: int = signal.SIGKILL) -> None:
     """Make this process end when its parent does (see the module doc).
 

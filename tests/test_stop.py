@@ -280,3 +280,25 @@ def test_web_runner_stop_ends_a_running_job(tmp_path, encoder):
     assert job["summary"]["interrupted"] and 0 < job["summary"]["added"] < len(lib.good)
     assert all(d.ok for d in library.check())
     library.close()
+
+
+EXIT_AFTER = """
+import threading, time
+from concurrent.futures import ThreadPoolExecutor
+pool = ThreadPoolExecutor(2)  # never shut down, as a library may leave one
+pool.submit(lambda: 1).result()
+worker = threading.Thread(target=lambda: (time.sleep(0.5), print("worker done", flush=True)))
+worker.start()
+from clipsearch.main import _exit
+_exit(7)
+"""
+
+
+def test_the_cli_exit_path_ends_with_an_idle_thread_pool_and_joins_threads():
+    """The CLI leaves through clipsearch.main._exit: it must join running threads and still
+    end when an idle ThreadPoolExecutor was never shut down (it hung `clipsearch calibrate`
+    for ever before its threads were woken by threading's own exit hooks)."""
+    out = subprocess.run([sys.executable, "-c", EXIT_AFTER], capture_output=True, text=True,
+                         timeout=60, env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    assert out.returncode == 7, out.stderr
+    assert "worker done" in out.stdout
