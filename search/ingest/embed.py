@@ -11,12 +11,12 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from .decode import Decoded, decode_file
-from .workers import CRASH_REASON, WorkerPool, window_map
+from .decode import Decoded
+from .workers import CRASH_REASON
 
 Embedder = Callable[..., Iterator[tuple[Decoded, "np.ndarray | None"]]]  # (files, *, should_stop)
 StopCheck = Callable[[], bool]
@@ -43,23 +43,6 @@ class EncoderTime:
     def wait_share(self) -> float:
         total = self.waiting + self.encoding
         return self.waiting / total if total > 0 else 0.0
-
-
-def embed_locally(pool: WorkerPool | None, encoder, paths: Sequence[str], *,
-                  batch_size: int, max_pixels: int, window: int,
-                  should_stop: StopCheck | None = None, timing: EncoderTime | None = None
-                  ) -> Iterator[tuple[Decoded, np.ndarray | None]]:
-    """Decode ``paths`` in ``pool`` and encode them in batches here.
-
-    Yields ``(decoded, vector or None)`` in the order of ``paths``; a skipped
-    file has no vector and its ``skip_reason`` set. Pixel buffers are dropped
-    once encoded, so memory stays at about ``window`` decoded images. Once
-    ``should_stop()`` is true the stream ends: decoded files not yet encoded are dropped.
-    ``timing`` accumulates the time spent waiting for decoders and encoding.
-    """
-    decoded = window_map(pool, decode_file, paths, window, encoder.preprocess, max_pixels,
-                         on_crash=crashed_decode, should_stop=should_stop)
-    yield from batch_encode(encoder, decoded, batch_size, should_stop, timing=timing)
 
 
 def _timed(stream: Iterable[Decoded], timing: EncoderTime) -> Iterator[Decoded]:

@@ -116,7 +116,7 @@ def embed_media(pool: WorkerPool | None, encoder, paths: Sequence[str], *, batch
                 block: int = BLOCK_FILES, segment_vector: str = SEGMENT_VECTOR,
                 should_stop: StopCheck | None = None, timing: EncoderTime | None = None,
                 ocr: bool = False) -> Iterator[tuple[Decoded, np.ndarray | None]]:
-    """Like :func:`.embed.embed_locally` for a mix of images and videos: ``(decoded,
+    """Decode ``paths`` (images and videos) in ``pool`` and encode them here: ``(decoded,
     vector or None)`` in the order of ``paths``; a video's pair carries its moments in
     ``decoded.segments`` and its overall vector. ``segment_vector``: "mean" or
     "representative" (see :mod:`.segmenting`). Once ``should_stop()`` is true the stream
