@@ -48,7 +48,7 @@ class Settings:
         None, "Torch device for the encoder (cuda, cpu); default: cuda when available.",
         env="CLIPSEARCH_DEVICE")
     precision: str = _setting(
-        "auto", "Encoder forward pass: auto, fp32 (eager PyTorch), bf16 or int8 (OpenVINO, CPU; "
+        "auto", "Encoder forward pass: auto, fp32 (eager PyTorch), fp32-ov, bf16 or int8 (OpenVINO, CPU; "
         "needs clipsearch[openvino]), fp16 (CUDA). auto: fp16 on CUDA; on the CPU the fastest "
         "mode measured as faithful for the model (top-10 agreement >= 0.98, recall@10 within "
         "0.5 points of fp32), else fp32.", env="CLIPSEARCH_PRECISION")

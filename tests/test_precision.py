@@ -49,7 +49,7 @@ def test_the_gate_needs_both_agreement_and_recall():
 def test_auto_picks_the_fastest_faithful_mode(fp32):
     ident = fp32.identity
     key = f"{ident.name}|{ident.pretrained}"
-    both = {"int8", "bf16", "fp32"}
+    both = {"int8", "bf16", "fp32", "fp32-ov"}
     table = {key: {"int8": GOOD, "bf16": GOOD}}
     assert choose("auto", ident, "cpu", available=both, table=table) == "int8"
     table = {key: {"int8": {**GOOD, "top10_agreement_min": 0.8}, "bf16": GOOD}}
@@ -58,10 +58,17 @@ def test_auto_picks_the_fastest_faithful_mode(fp32):
     assert choose("auto", ident, "cpu", available=both, table={}) == "fp32"  # unmeasured model
     assert choose("auto", ident, "cuda:0", available={"fp32", "fp16"}, table=table) == "fp16"
     assert choose("int8", ident, "cpu", available=both, table={}) == "int8"  # asked for: given
+    # compiled fp32 is gated like the others: faster than eager, used only where measured
+    table = {key: {"int8": {**GOOD, "top10_agreement_min": 0.8}, "fp32-ov": GOOD}}
+    assert choose("auto", ident, "cpu", available=both, table=table) == "fp32-ov"
+    assert choose("auto", ident, "cpu", available={"fp32"}, table=table) == "fp32"
+    table = {key: {"fp32-ov": {**GOOD, "top10_agreement_min": 0.9}}}
+    assert choose("auto", ident, "cpu", available=both, table=table) == "fp32"
 
 
 @pytest.mark.parametrize("mode,device,needle", [
-    ("fp16", "cpu", "CUDA"), ("int8", "cuda", "CPU mode"), ("fp64", "cpu", "must be one of")])
+    ("fp16", "cpu", "CUDA"), ("int8", "cuda", "CPU mode"), ("fp32-ov", "cuda", "CPU mode"),
+    ("fp64", "cpu", "must be one of")])
 def test_impossible_modes_are_refused_with_a_reason(fp32, mode, device, needle):
     with pytest.raises(BadRequest) as e:
         choose(mode, fp32.identity, device, available={"fp32", "int8"}, table={})
@@ -115,6 +122,19 @@ def test_bf16_mode(tmp_path, fp32):
     assert enc.identity.precision == "bf16"
     ims = _images(6)
     assert np.sum(enc.encode_images(ims) * fp32.encode_images(ims), axis=1).min() > 0.99
+
+
+def test_fp32_ov_is_openvino_with_fp32_arithmetic(tmp_path, fp32):
+    enc = build_encoder(TINY, "none", precision="fp32-ov", cache_dir=str(tmp_path))
+    assert isinstance(enc, OpenVinoEncoder) and enc.identity.precision == "fp32-ov"
+    assert enc.identity.same_model(fp32.identity)
+    assert "fp32-ov" in available_modes("cpu")
+    ims = _images(8, seed=5)
+    a, b = fp32.encode_images(ims), enc.encode_images(ims)
+    # reordered fp32 sums only: far closer than bf16 (> 0.99) or int8 (> 0.95)
+    assert np.sum(a * b, axis=1).min() > 0.99999
+    texts = ["a cat", "two red cars", "x" * 3000]
+    assert np.sum(fp32.encode_texts(texts) * enc.encode_texts(texts), axis=1).min() > 0.99999
 
 
 def test_settings_choose_the_mode(tmp_path):

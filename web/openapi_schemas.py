@@ -222,7 +222,7 @@ def schemas(vector_dim: int | None = None) -> dict:
                                       "dim": {"type": "integer"},
                                       "precision": {
                                           "type": "string",
-                                          "enum": ["fp32", "bf16", "int8", "fp16"],
+                                          "enum": ["fp32", "fp32-ov", "bf16", "int8", "fp16"],
                                           "description": "How this server's encoder runs the "
                                           "forward pass (CLIPSEARCH_PRECISION)."}}},
                                   "index": {"type": "object"}}},

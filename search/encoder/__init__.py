@@ -5,8 +5,8 @@ arrays and follows :class:`Encoder`. Two implementations:
 
 * :class:`OpenClipEncoder` (:mod:`.torch_encoder`): eager PyTorch, fp32 on the CPU
   (the reference), fp32 or fp16 on CUDA;
-* :class:`~.openvino_encoder.OpenVinoEncoder`: the faster CPU modes ``bf16`` and
-  ``int8``, converted from the same open_clip model (optional extra
+* :class:`~.openvino_encoder.OpenVinoEncoder`: the faster CPU modes ``fp32-ov``,
+  ``bf16`` and ``int8``, converted from the same open_clip model (optional extra
   ``clipsearch[openvino]``).
 
 :func:`load_encoder` builds the one a :class:`~search.config.Settings` asks for;
@@ -41,6 +41,7 @@ def available_modes(device: str) -> set[str]:
         return {"fp32", "fp16"}
     modes = {"fp32"}
     if ovx.available():
+        modes.add("fp32-ov")
         if ovx.int8_available():
             modes.add("int8")
         if "BF16" in ovx.cpu_capabilities():
@@ -54,7 +55,7 @@ def build_encoder(model: str, pretrained: str | None = None, *, precision: str =
                   hub_address: str = DEFAULT_HUB_ADDRESS):
     """Load ``model`` and return the encoder of the chosen precision mode.
 
-    ``cache_dir``: where converted OpenVINO models are kept (needed for bf16/int8;
+    ``cache_dir``: where converted OpenVINO models are kept (needed for fp32-ov/bf16/int8;
     default: a ``clipsearch`` folder in the user's cache). ``table``: a fidelity
     table instead of the shipped one (tests).
     """
