@@ -27,7 +27,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import ImageError, UnsupportedMedia
 from . import reduced
-from .metadata import described
+from .metadata import described, header_exif
 
 #: Pillow format names we decode. MPO is the multi-picture JPEG variant cameras write.
 ALLOWED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF"})
@@ -99,14 +99,7 @@ class DecodedImage:
 
 
 def _exif_facts(img: Image.Image) -> tuple[dt.datetime | None, str | None, int]:
-    if img.format == "PNG" and "exif" not in img.info:
-        # Pillow would decode the whole picture looking for an eXIf chunk after the pixels
-        # (which is where none of the files we met keep it): not for big ones decoded by libvips
-        return None, None, 1
-    try:
-        exif = img.getexif()
-    except Exception:  # malformed EXIF must not lose the image
-        return None, None, 1
+    exif = header_exif(img)
     if not exif:
         return None, None, 1
     captured = None

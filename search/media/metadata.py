@@ -102,16 +102,29 @@ def _split_keywords(text: str) -> list[str]:
     return [k.strip() for k in re.split(r"[;,]", text) if k.strip()]
 
 
+def header_exif(img: Image.Image):
+    """The EXIF of an opened image without decoding its pixels; None when there is none.
+
+    Pillow's PNG plugin decodes the whole picture looking for an eXIf chunk after the
+    pixels (where none of the files we met keep it): a 9-megapixel clip-art PNG paid
+    ~120 ms of CPU for that on top of its reduced-size decode, so a PNG whose header
+    has no EXIF has none here. Malformed EXIF gives None too: it must not lose the image.
+    """
+    if img.format == "PNG" and "exif" not in img.info:
+        return None
+    try:
+        return img.getexif() or None
+    except Exception:
+        return None
+
+
 def described(img: Image.Image) -> tuple[str | None, str | None, str | None]:
     """``(lens, description, keywords)`` of an opened image; None where it says nothing.
     Keywords are joined with ``"; "``."""
     descriptions: list[str] = []
     keywords: list[str] = []
     lens = None
-    try:
-        exif = img.getexif()
-    except Exception:
-        exif = None
+    exif = header_exif(img)
     if exif:
         try:
             sub = exif.get_ifd(_EXIF_IFD)
