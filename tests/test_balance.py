@@ -7,7 +7,7 @@ import numpy as np
 from PIL import Image
 
 from search.config import Settings
-from search.ingest.balance import MIN_FILES_TO_PROBE, choose_workers
+from search.ingest.balance import MIN_FILES_TO_PROBE, choose_workers, workers_for
 from search.ingest.decode import decode_file
 from search.ingest.job import IndexJob
 from search.library import Library
@@ -36,6 +36,16 @@ def test_probe_measures_both_sides_and_stays_within_the_cores(tmp_path, encoder)
         assert 1 <= b.workers <= cores
     few = choose_workers(encoder, paths[:3], max_pixels=10**8, cores=4)
     assert few.workers == 3 and few.decode_cpu_s == 0  # too few files to be worth a probe
+
+
+def test_the_rule_on_measured_costs():
+    # CPU seconds per file the probe measured on the 2-core benchmark box (docs/benchmarks.md)
+    assert workers_for(0.008, 0.090, 2) == 1    # 640x480 PNG next to fp32-ov: one is enough
+    assert workers_for(0.008, 0.030, 2) == 2    # 640x480 PNG next to int8
+    assert workers_for(0.035, 0.100, 2) == 2    # 12-MP JPEG next to fp32-ov
+    assert workers_for(0.092, 0.026, 2) == 2    # big clip-art PNG: never more than the cores
+    assert workers_for(0.008, 0.090, 16) == 6
+    assert workers_for(0.0, 0.1, 4) == 1 and workers_for(0.1, 0.0, 4) == 4
 
 
 def test_a_file_that_fails_in_the_probe_costs_nothing(tmp_path, encoder):
