@@ -6,6 +6,8 @@
 2. ``clipsearch serve`` starts on a free port with that data directory.
 3. C client threads (http.client, keep-alive) send requests for a fixed time:
    * ``text``: GET /api/search?q=... (the model encodes the text: the real path);
+   * ``text-vector``: the same with ``mode=vector`` (no keyword search, no fusion: the
+     text path before hybrid search became the default);
    * ``vector``: POST /api/search with a raw query vector (no encode: the server's
      own overhead in isolation).
 4. Per request the client latency is split with the timings the server returns
@@ -112,9 +114,10 @@ def client_loop(port: int, mode: str, dim: int, stop_at: float, rec: Recorder, s
     nrng = np.random.default_rng(seed)
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     while time.perf_counter() < stop_at:
-        if mode == "text":
+        if mode in ("text", "text-vector"):
             q = "+".join(rng.choice(WORDS) for _ in range(rng.randint(1, 4)))
-            method, url, body, headers = "GET", f"/api/search?q={q}&k={k}", None, {}
+            extra = "&mode=vector" if mode == "text-vector" else ""
+            method, url, body, headers = "GET", f"/api/search?q={q}&k={k}{extra}", None, {}
         else:
             v = nrng.standard_normal(dim).astype(np.float32)
             v /= np.linalg.norm(v)
