@@ -124,3 +124,30 @@ print([int(x.split()[1]) // 1024 for x in open("/proc/self/status") if x.startsw
     peak_mb = int(out.stdout.strip())
     assert peak_mb < reduced.DECODE_MEMORY_BOUND >> 20, peak_mb
     assert peak_mb < 250, peak_mb  # Pillow needed ~19 bytes/pixel: 760 MB here
+
+
+def test_png_metadata_is_read_without_decoding_the_pixels():
+    # Pillow's getexif() on a PNG decodes the whole picture looking for a late eXIf chunk;
+    # the metadata readers must not ask it when the header has none (it doubled the decode
+    # cost of big clip art)
+    from PIL import PngImagePlugin
+
+    from search.media.metadata import described, header_exif
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Description", "a red disc over a blue bar")
+    buf = io.BytesIO()
+    _clipart(600, 400).save(buf, "PNG", pnginfo=info)
+    img = Image.open(io.BytesIO(buf.getvalue()))
+    assert img.tile, "opened, not yet decoded"
+    assert header_exif(img) is None
+    lens, description, keywords = described(img)
+    assert description == "a red disc over a blue bar"
+    assert img.tile, "reading the metadata decoded the pixels"
+    # a picture big enough for the reduced-size path keeps its words too
+    big = io.BytesIO()
+    _clipart(2600, 1700).save(big, "PNG", pnginfo=info)
+    assert 2600 * 1700 > reduced.VIPS_MIN_PIXELS
+    decoded = decode_image(big.getvalue(), max_pixels=10**8, draft_size=PREP.size)
+    assert decoded.format == "PNG" and decoded.width == 2600
+    assert decoded.description == "a red disc over a blue bar"

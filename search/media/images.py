@@ -186,7 +186,7 @@ def decode_image(data: bytes, *, max_pixels: int, draft_size: int | None = None,
         w, h = h, w
     if draft_size and reduced.use_vips(img, fmt):
         rgb = reduced.vips_reduced(data, img, fmt, draft_size)
-        return DecodedImage(rgb, fmt, w, h, captured, camera)
+        return DecodedImage(rgb, fmt, w, h, captured, camera, lens, description, keywords)
     reduced.check_memory(img, fmt, jpeg_draft=bool(draft_size))
     try:
         if getattr(img, "n_frames", 1) > 1:
