@@ -48,10 +48,10 @@ class Settings:
         None, "Torch device for the encoder (cuda, cpu); default: cuda when available.",
         env="CLIPSEARCH_DEVICE")
     precision: str = _setting(
-        "auto", "Encoder forward pass: auto, fp32 (eager PyTorch), fp32-ov, bf16 or int8 (OpenVINO, CPU; "
-        "needs clipsearch[openvino]), fp16 (CUDA). auto: fp16 on CUDA; on the CPU the fastest "
-        "mode measured as faithful for the model (top-10 agreement >= 0.98, recall@10 within "
-        "0.5 points of fp32), else fp32.", env="CLIPSEARCH_PRECISION")
+        "auto", "Encoder forward pass: auto, fp32 (eager PyTorch), fp32-ov, bf16 or int8 "
+        "(OpenVINO, CPU; needs clipsearch[openvino]), fp16 (CUDA). auto: fp16 on CUDA; on the "
+        "CPU the fastest mode measured as faithful for the model (top-10 agreement >= 0.98, "
+        "recall@10 within 0.5 points of fp32), else fp32.", env="CLIPSEARCH_PRECISION")
     batch_size: int = _setting(32, "Images per encoder batch.", env="CLIPSEARCH_BATCH_SIZE",
                                kind="int")
     workers: int | None = _setting(
