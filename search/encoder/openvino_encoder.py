@@ -40,10 +40,11 @@ from ..errors import BadRequest, ModelUnavailable
 from . import calibration
 from .base import ModelIdentity, Preprocess, unit_rows
 from .loading import LoadedModel
+from .precision import CPU_MODES
 
 log = logging.getLogger(__name__)
 
-MODES = ("fp32-ov", "bf16", "int8")
+MODES = CPU_MODES  # the modes this encoder runs: precision.py names them once
 INSTALL_HINT = "pip install 'clipsearch[openvino]' (openvino and nncf)"
 CALIBRATION_BATCH = 16
 
