@@ -78,17 +78,11 @@ def _exit(code) -> None:
         code = 1
     elif not isinstance(code, int):
         code = 0 if code is None else 1
-    shutdown = getattr(threading, "_shutdown", None)
-    if shutdown is not None:
-        # What the interpreter does first at exit: run threading's exit hooks (they wake
-        # the idle workers of every ThreadPoolExecutor) and join the non-daemon threads.
-        # Joining them without the hooks waited for ever on an executor nobody shut down
-        # (`clipsearch calibrate` never exited).
-        shutdown()
-    else:  # pragma: no cover - CPython has it
-        for t in threading.enumerate():
-            if t is not threading.main_thread() and not t.daemon:
-                t.join()
+    # What the interpreter does first at exit: run threading's exit hooks (they wake the
+    # idle workers of every ThreadPoolExecutor) and join the non-daemon threads. Joining
+    # them without the hooks waited for ever on an executor nobody shut down (`clipsearch
+    # calibrate` never exited). CPython has had it since 3.x; torch runs on nothing else.
+    threading._shutdown()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:
