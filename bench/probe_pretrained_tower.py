@@ -245,12 +245,12 @@ def fit_contrastive(x, t, caps, kind: str, args):
     return project
 
 
-def fit_conse(class_t, top: int, temperature: float = 1.0, normalise: bool = True):
+def fit_conse(class_t, top: int, normalise: bool = True):
     """ConSE (Norouzi et al., 2014): an image's vector is the mean of the text vectors of its
     ``top`` likeliest ImageNet classes, weighted by their probability. Nothing is fitted, so
     it carries to concepts no training family shows, as far as ImageNet's names reach."""
     def project(q):
-        logits = q[:, FEATURES:FEATURES + 1000] / temperature
+        logits = q[:, FEATURES:FEATURES + 1000]
         p = np.exp(logits - logits.max(1, keepdims=True))
         p /= p.sum(1, keepdims=True)
         cut = np.sort(p, 1)[:, -top][:, None]
@@ -357,7 +357,7 @@ def mini_vectors(args, name: str) -> np.ndarray:
 
     family = name.split("-")[0] if args.split == "heldout" else name
     ckpt = args.mini.format(family=family) if args.mini else None
-    tag = hashlib.sha256(f"{ckpt}:{name}:{args.split}".encode()).hexdigest()[:16]
+    tag = hashlib.sha256(f"{ckpt}:{family}:{args.split}".encode()).hexdigest()[:16]
     path = os.path.join(args.cache, f"mini-{tag}.npy")
     if not os.path.isfile(path):
         from search.encoder import build_encoder
