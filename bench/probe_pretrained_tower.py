@@ -51,6 +51,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from indexer.evaluate import caption_key, retrieval_metrics  # noqa: E402
 from indexer.training import data, sources  # noqa: E402
 from indexer.training.scenes import caption, render, sample_scene  # noqa: E402
+from search.encoder.base import unit_rows as unit  # noqa: E402
 
 log = logging.getLogger("probe")
 FAMILIES = ("gcompris", "icons", "symbola", "noto-emoji")
@@ -190,10 +191,6 @@ def cached_heldout(args):
     log.info("encoded %d training pictures in %.0f s", len(train_img), time.monotonic() - t0)
     np.savez(path, **out)
     return out
-
-
-def unit(x):
-    return x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12)
 
 
 def fit_ridge(x, t, lam: float):
