@@ -38,6 +38,7 @@ far a pretrained image tower gets before anyone changes the shipped model:
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import random
@@ -103,13 +104,24 @@ def features(net, images, size: int, batch: int = 64, grid: int = 0) -> np.ndarr
     return np.concatenate(out).astype(np.float32)  # 2 x 1280 pooled features, 1000 logits[, grid]
 
 
+@functools.cache
+def pictures():
+    return sources.load_pictures()
+
+
+def test_pairs(split: str):
+    """The test pictures of a split: "heldout", "unseen" or a left-out family."""
+    if split in ("heldout", "unseen"):
+        return data.pairs(pictures(), {"heldout": 1000, "unseen": 90}[split], split=split, size=128)
+    return data.pairs(pictures(), 100000, split=f"source:{split}", size=128)
+
+
 def build_sets(args):
-    pictures = sources.load_pictures()
-    names = data.glyph_names(pictures)
-    images = [g.image for g in pictures]
+    names = data.glyph_names(pictures())
+    images = [g.image for g in pictures()]
     train_img, train_cap, train_fam = [], [], []
     rng = random.Random(f"probe:{args.seed}")
-    for i, g in enumerate(pictures):
+    for i, g in enumerate(pictures()):
         for _ in range(args.renders):
             scene = sample_scene(rng, [i], kinds={"glyph": 1.0})
             train_img.append(render(scene, images, 128, rng))
@@ -117,36 +129,48 @@ def build_sets(args):
             train_fam.append(g.family)
     tests = {}
     for fam in FAMILIES:
-        ps = data.pairs(pictures, 100000, split=f"source:{fam}", size=128)
+        ps = test_pairs(fam)
         tests[fam] = ([p.image for p in ps], [p.caption for p in ps])
     return train_img, train_cap, np.array(train_fam), tests
 
 
-def cached(args):
-    tag = "" if args.tower == "efficientnet_lite0" else f"-{args.tower}"
-    path = os.path.join(args.cache, f"probe2-r{args.renders}-s{args.size}-seed{args.seed}{tag}.npz")
+def npz_cached(path: str, build, args):
+    """The arrays ``build(text_encoder, image_tower)`` returns, kept in ``path``."""
     if os.path.isfile(path):
         z = np.load(path, allow_pickle=True)
         return {k: z[k] for k in z.files}
-    os.makedirs(args.cache, exist_ok=True)
-    t0 = time.monotonic()
-    train_img, train_cap, train_fam, tests = build_sets(args)
-    log.info("rendered %d training pictures in %.0f s", len(train_img), time.monotonic() - t0)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     from search.encoder import build_encoder
 
     text = build_encoder("clipsearch-mini", precision="fp32", threads=args.threads)
-    net = tower(args.tower, args.threads)
     t0 = time.monotonic()
-    out = {"train_x": features(net, train_img, args.size), "train_fam": train_fam,
-           "train_t": text.encode_texts(train_cap), "train_cap": np.array(train_cap)}
-    for fam, (ims, caps) in tests.items():
-        out[f"test_x_{fam}"] = features(net, ims, args.size)
-        out[f"test_cap_{fam}"] = np.array(caps)
-        out[f"test_t_{fam}"] = text.encode_texts(caps)
+    out = build(text, tower(args.tower, args.threads))
     out["class_t"] = class_vectors(text)
     log.info("encoded in %.0f s", time.monotonic() - t0)
     np.savez(path, **out)
     return out
+
+
+def cache_path(args, name: str, grid: str = "") -> str:
+    tag = "" if args.tower == "efficientnet_lite0" else f"-{args.tower}"
+    return os.path.join(args.cache,
+                        f"{name}-r{args.renders}-s{args.size}{grid}-seed{args.seed}{tag}.npz")
+
+
+def cached(args):
+    """Leave-one-out: single pictures of every family, and each family's test pictures."""
+    def build(text, net):
+        t0 = time.monotonic()
+        train_img, train_cap, train_fam, tests = build_sets(args)
+        log.info("rendered %d training pictures in %.0f s", len(train_img), time.monotonic() - t0)
+        out = {"train_x": features(net, train_img, args.size), "train_fam": train_fam,
+               "train_t": text.encode_texts(train_cap), "train_cap": np.array(train_cap)}
+        for fam, (ims, caps) in tests.items():
+            out[f"test_x_{fam}"] = features(net, ims, args.size)
+            out[f"test_cap_{fam}"] = np.array(caps)
+            out[f"test_t_{fam}"] = text.encode_texts(caps)
+        return out
+    return npz_cached(cache_path(args, "probe2"), build, args)
 
 
 def class_vectors(text) -> np.ndarray:
@@ -161,36 +185,24 @@ def cached_heldout(args):
     """In distribution: a head trained on ``--captions`` training captions of every family (the
     scenes of ``clipsearch train``: glyphs, pairs, counts, coloured shapes, positions), tested on
     the held-out and unseen splits of docs/model.md with both phrasings."""
-    tag = "" if args.tower == "efficientnet_lite0" else f"-{args.tower}"
-    path = os.path.join(args.cache, f"heldout-c{args.captions}-r{args.renders}-s{args.size}"
-                                    f"-g{args.grid}-seed{args.seed}{tag}.npz")
-    if os.path.isfile(path):
-        z = np.load(path, allow_pickle=True)
-        return {k: z[k] for k in z.files}
-    pictures = sources.load_pictures()
-    capset = data.training_captions(pictures, args.captions, args.seed, sources.FAMILIES)
-    images = [g.image for g in pictures]
-    rng = random.Random(f"probe-heldout:{args.seed}")
-    train_img = [render(s, images, 128, rng) for s in capset.scenes for _ in range(args.renders)]
-    train_cap = [c for c in capset.captions for _ in range(args.renders)]
-    from search.encoder import build_encoder
-
-    text = build_encoder("clipsearch-mini", precision="fp32", threads=args.threads)
-    net = tower(args.tower, args.threads)
-    t0 = time.monotonic()
-    out = {"train_x": features(net, train_img, args.size, grid=args.grid),
-           "train_t": text.encode_texts(train_cap), "train_cap": np.array(train_cap)}
-    for split, count in (("heldout", 1000), ("unseen", 90)):
-        ps = data.pairs(pictures, count, split=split, size=128)
-        out[f"test_x_{split}"] = features(net, [p.image for p in ps], args.size, grid=args.grid)
-        for phrasing in ("caption", "paraphrase"):
-            caps = [getattr(p, phrasing) for p in ps]
-            out[f"test_cap_{split}-{phrasing}"] = np.array(caps)
-            out[f"test_t_{split}-{phrasing}"] = text.encode_texts(caps)
-    out["class_t"] = class_vectors(text)
-    log.info("encoded %d training pictures in %.0f s", len(train_img), time.monotonic() - t0)
-    np.savez(path, **out)
-    return out
+    def build(text, net):
+        capset = data.training_captions(pictures(), args.captions, args.seed, sources.FAMILIES)
+        images = [g.image for g in pictures()]
+        rng = random.Random(f"probe-heldout:{args.seed}")
+        train_img = [render(s, images, 128, rng) for s in capset.scenes
+                     for _ in range(args.renders)]
+        train_cap = [c for c in capset.captions for _ in range(args.renders)]
+        out = {"train_x": features(net, train_img, args.size, grid=args.grid),
+               "train_t": text.encode_texts(train_cap), "train_cap": np.array(train_cap)}
+        for split in ("heldout", "unseen"):
+            ps = test_pairs(split)
+            out[f"test_x_{split}"] = features(net, [p.image for p in ps], args.size, grid=args.grid)
+            for phrasing in ("caption", "paraphrase"):
+                caps = [getattr(p, phrasing) for p in ps]
+                out[f"test_cap_{split}-{phrasing}"] = np.array(caps)
+                out[f"test_t_{split}-{phrasing}"] = text.encode_texts(caps)
+        return out
+    return npz_cached(cache_path(args, f"heldout-c{args.captions}", f"-g{args.grid}"), build, args)
 
 
 def fit_ridge(x, t, lam: float):
@@ -304,7 +316,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.split == "heldout":
         z = cached_heldout(args)
-        runs = [(split, z["train_x"], z["train_t"], z["train_cap"],
+        runs = [(split, "all", z["train_x"], z["train_t"], z["train_cap"],
                  z[f"test_x_{split.split('-')[0]}"], z[f"test_t_{split}"], z[f"test_cap_{split}"])
                 for split in ("heldout-caption", "heldout-paraphrase",
                               "unseen-caption", "unseen-paraphrase")]
@@ -313,27 +325,28 @@ def main() -> None:
         runs = []
         for fam in args.families.split(","):
             keep = z["train_fam"] != fam
-            runs.append((fam, z["train_x"][keep], z["train_t"][keep], z["train_cap"][keep],
+            runs.append((fam, f"all but {fam}", z["train_x"][keep], z["train_t"][keep], z["train_cap"][keep],
                          z[f"test_x_{fam}"], z[f"test_t_{fam}"], z[f"test_cap_{fam}"]))
     print("| test (pictures; chance R@10) | head | t->i R@1 | R@5 | R@10 | i->t R@10 |")
     print("|---|---|---|---|---|---|")
     conse = fit_conse(z["class_t"], args.top)
     extras = {"conse": conse, "sure": fit_conse(z["class_t"], args.top, normalise=False)}
     heads = {}  # one head per training set and kind: the held-out splits share theirs
-    for name, x, t, caps, tx, tt, tc in runs:
+    for name, trained_on, x, t, caps, tx, tt, tc in runs:
         for kind in args.heads.split(","):
             t0 = time.monotonic()
             base, *added = kind.split("+")
             if base == "conse":
                 project = conse
             else:
-                key = (id(x), base)
+                key = (trained_on, base)
                 if key not in heads:
                     inputs = head_input(x)
                     heads[key] = (fit_ridge(inputs, t, args.ridge) if base == "ridge"
                                   else fit_contrastive(inputs, t, caps, base, args))
                 project = lambda q, h=heads[key]: h(head_input(q))  # noqa: E731
-            for weight in map(float, args.fuse.split(",")):
+            weights = [float(w) for w in args.fuse.split(",")] if added else [1.0]
+            for weight in weights:
                 fuse = project
                 for extra in added:  # "sure": conse weighted by ImageNet's confidence
                     if extra == "mini":
@@ -341,10 +354,8 @@ def main() -> None:
                         fuse = fused(fuse, lambda q, v=vecs: v, args.mini_weight)
                     else:
                         fuse = fused(fuse, extras[extra], weight)
-                label = f"{kind} x{weight:g}" if added and "," in args.fuse else kind
+                label = f"{kind} x{weight:g}" if len(weights) > 1 else kind
                 report(name, label, score(fuse, tx, tt, tc), len(tx), t0)
-                if not added:
-                    break
 
 
 def mini_vectors(args, name: str) -> np.ndarray:
@@ -359,15 +370,11 @@ def mini_vectors(args, name: str) -> np.ndarray:
     if not os.path.isfile(path):
         from search.encoder import build_encoder
 
-        pictures = sources.load_pictures()
-        if args.split == "heldout":
-            ps = data.pairs(pictures, {"heldout": 1000, "unseen": 90}[family], split=family,
-                            size=128)
-        else:
-            ps = data.pairs(pictures, 100000, split=f"source:{family}", size=128)
+        ps = test_pairs(family)
         enc = build_encoder("clipsearch-mini", ckpt, precision="fp32", threads=args.threads)
         np.save(path, enc.encode_images([p.image for p in ps]))
     return unit(np.load(path))
+
 
 def report(name: str, label: str, m: dict, n: int, t0: float) -> None:
     a, b = m["text_to_image"], m["image_to_text"]
@@ -380,6 +387,7 @@ def report(name: str, label: str, m: dict, n: int, t0: float) -> None:
 def head_input(x):
     """What a trained head sees: the pooled features and the grid, not the logits."""
     return np.concatenate([x[:, :FEATURES], x[:, FEATURES + 1000:]], 1)
+
 
 if __name__ == "__main__":
     main()
