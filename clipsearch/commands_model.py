@@ -47,11 +47,22 @@ def _recipe_defaults():
                    " the leave-one-source-out runs.")
 @click.option("--restyle", type=float, default=None,
               help="Probability of drawing a picture grey / as outline / as silhouette.")
+@click.option("--name", type=click.Choice(["clipsearch-mini", "clipsearch-mini-lite2"]),
+              default="clipsearch-mini", show_default=True,
+              help="Which bundled model to train: clipsearch-mini-lite2 adds a frozen "
+                   "EfficientNet-Lite2 with a trained head (needs the 'lite2' extra).")
+@click.option("--tower-from", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="clipsearch-mini-lite2 only: take the from-scratch tower from this "
+                   "clipsearch-mini checkpoint (same recipe) instead of training it again.")
+@click.option("--head-singles", type=int, default=None,
+              help="clipsearch-mini-lite2 only: renders of each training picture alone added to "
+                   "the head's training scenes [default: the head recipe's].")
 def train(out_dir, seed, steps, captions, batch_size, lr, threads, config_path, cache_dir, exclude,
-          restyle):
-    """Train the bundled model (clipsearch-mini) from generated data, on CPU.
+          restyle, name, tower_from, head_singles):
+    """Train a bundled model (clipsearch-mini) from generated data, on CPU.
 
-    The shipped checkpoint was made with `clipsearch train --out search/models`
+    The shipped checkpoints were made with `clipsearch train --out search/models`
+    and `clipsearch train --name clipsearch-mini-lite2 --out search/models`
     (see docs/model.md).
     """
     import dataclasses
@@ -63,8 +74,18 @@ def train(out_dir, seed, steps, captions, batch_size, lr, threads, config_path, 
         steps=steps, captions=captions, batch_size=batch_size, lr=lr, threads=threads,
         exclude=exclude, restyle=restyle).items()
         if v is not None})
-    summary = run_training(out_dir, recipe, config_path=config_path, cache_dir=cache_dir,
-                    progress=lambda msg: click.echo(msg, err=True))
+    head = None
+    if name != "clipsearch-mini-lite2":
+        for flag, value in (("--tower-from", tower_from), ("--head-singles", head_singles)):
+            if value is not None:
+                raise click.BadParameter("only for --name clipsearch-mini-lite2", param_hint=flag)
+    elif head_singles is not None:
+        from indexer.training.two_tower import HeadRecipe
+
+        head = HeadRecipe(singles=head_singles)
+    summary = run_training(out_dir, recipe, name=name, config_path=config_path,
+                           cache_dir=cache_dir, tower_from=tower_from, head=head,
+                           progress=lambda msg: click.echo(msg, err=True))
     last = summary["history"][-1]["val"] if summary["history"] else {}
     click.echo(json.dumps({"checkpoint": summary["checkpoint"],
                            "checkpoint_bytes": summary["checkpoint_bytes"],

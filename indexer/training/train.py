@@ -120,25 +120,25 @@ def _to_input(pixels: np.ndarray, mean, std):
     return (x - mean) / std
 
 
-def encode_pixels(model, pixels: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """uint8 ``(n, S, S, 3)`` -> float32 ``(n, d)`` unit rows through the image tower."""
+def encode_pixels(visual, pixels: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """uint8 ``(n, S, S, 3)`` -> float32 ``(n, d)`` unit rows through the image tower ``visual``."""
     import torch
     from open_clip import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
     mean = torch.tensor(OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(OPENAI_DATASET_STD).view(1, 3, 1, 1)
-    was_training = model.training
-    model.eval()
+    was_training = visual.training
+    visual.eval()
     parts = []
     with torch.inference_mode():
         for s in range(0, len(pixels), batch_size):
-            parts.append(model.encode_image(_to_input(pixels[s:s + batch_size], mean, std),
-                                            normalize=True).float().numpy())
-    model.train(was_training)
+            out = visual(_to_input(pixels[s:s + batch_size], mean, std))
+            parts.append(torch.nn.functional.normalize(out, dim=-1).float().numpy())
+    visual.train(was_training)
     return np.concatenate(parts)
 
 
-def _validate(model, tokenizer, val_pixels, val_texts) -> dict:
+def _validate(visual, model, tokenizer, val_pixels, val_texts) -> dict:
     text_vecs = encode_captions(model, tokenizer, val_texts)
     # duplicate caption texts: evaluate like indexer.evaluate does (one query, several images)
     keys: dict[str, int] = {}
@@ -148,16 +148,43 @@ def _validate(model, tokenizer, val_pixels, val_texts) -> dict:
         if j == len(uniq):
             uniq.append(i)
         pairs.append((i, j))
-    return retrieval_metrics(encode_pixels(model, val_pixels), text_vecs[uniq], pairs)
+    return retrieval_metrics(encode_pixels(visual, val_pixels), text_vecs[uniq], pairs)
+
+
+def _load_tower(tower, model, path: str) -> str:
+    """Load a clipsearch-mini checkpoint's image tower and temperature; -> its sha256."""
+    from safetensors.torch import load_file
+
+    from search.errors import ModelUnavailable
+    from search.fileio import sha256_file
+
+    if not os.path.isfile(path):
+        raise ModelUnavailable(f"--tower-from: {path} does not exist")
+    state = load_file(path, device="cpu")
+    own = {f"visual.{k}": v for k, v in tower.state_dict().items()}
+    if set(state) != set(own) | {"logit_scale"}:
+        raise ModelUnavailable(f"--tower-from: {path} is not a checkpoint of this from-scratch tower")
+    tower.load_state_dict({k[len("visual."):]: v.float() for k, v in state.items()
+                           if k.startswith("visual.")})
+    import torch
+
+    with torch.no_grad():
+        model.logit_scale.copy_(state["logit_scale"].float())
+    return sha256_file(path)
 
 
 def train(out_dir: str, recipe: Recipe = Recipe(), *, name: str = "clipsearch-mini",
           config_path: str | None = None, cache_dir: str | None = None,
-          progress: Callable[[str], None] | None = None) -> dict:
+          progress: Callable[[str], None] | None = None, tower_from: str | None = None,
+          head=None) -> dict:
     """Train a model and write ``{out_dir}/{name}.safetensors`` (+ config copy and log).
 
-    Returns a summary dict (recipe, seconds, final validation metrics, file
-    sizes). ``progress`` receives one-line status messages. Raises
+    A two-tower model (``clipsearch-mini-lite2``) trains its from-scratch tower first,
+    exactly as clipsearch-mini's, then its head and class table
+    (:mod:`indexer.training.two_tower`); ``tower_from`` (a clipsearch-mini checkpoint of
+    the same recipe) skips the first stage; ``head`` is the second stage's
+    :class:`~indexer.training.two_tower.HeadRecipe` (default: its defaults). Returns a summary dict (recipe, seconds,
+    final validation metrics, file sizes). ``progress`` receives one-line status messages. Raises
     :class:`~search.errors.DependencyMissing` / :class:`~search.errors.ModelUnavailable`
     when a picture source (the fonts, GCompris' data, an icon theme; see
     :mod:`indexer.training.sources`), the ``emoji`` package or the text-tower
@@ -179,8 +206,9 @@ def train(out_dir: str, recipe: Recipe = Recipe(), *, name: str = "clipsearch-mi
     restyle = data.restyler(glyphs, recipe.restyle) if recipe.restyle > 0 else None
     model = build_model(name, config_path)
     tokenizer = open_clip.get_tokenizer(name)
-    size = int(model.visual.image_size if isinstance(model.visual.image_size, int)
-               else model.visual.image_size[0])
+    two_tower = hasattr(model.visual, "trunk")
+    visual = model.visual.mini if two_tower else model.visual  # what the first stage trains
+    size = int(visual.image_size if isinstance(visual.image_size, int) else visual.image_size[0])
     say(f"{len(glyphs)} pictures, training on {', '.join(families)}; "
         f"{len(capset.captions)} training captions; embedding captions")
     text_feats = torch.from_numpy(_cached_captions(model, tokenizer, capset.captions, cache_dir))
@@ -190,7 +218,8 @@ def train(out_dir: str, recipe: Recipe = Recipe(), *, name: str = "clipsearch-mi
     val_texts = [p.caption for p in val]
 
     model.text.requires_grad_(False)
-    visual = model.visual
+    tower_sha = _load_tower(visual, model, tower_from) if tower_from else None
+    steps = 0 if tower_from else recipe.steps
     decay = [p for n, p in visual.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in visual.named_parameters() if p.ndim < 2] + [model.logit_scale]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
@@ -205,10 +234,10 @@ def train(out_dir: str, recipe: Recipe = Recipe(), *, name: str = "clipsearch-mi
     step, epoch, t_loop, seen = 0, 0, time.time(), 0
     model.train()
     model.text.eval()
-    while step < recipe.steps:
+    while step < steps:
         perm = torch.randperm(n, generator=gen).tolist()
         for start in range(0, n - bs + 1, bs):
-            if step >= recipe.steps:
+            if step >= steps:
                 break
             idx = perm[start:start + bs]
             pixels = data.render_scenes([capset.scenes[i] for i in idx], glyphs, size,
@@ -225,28 +254,64 @@ def train(out_dir: str, recipe: Recipe = Recipe(), *, name: str = "clipsearch-mi
                 model.logit_scale.clamp_(0, math.log(100))
             step += 1
             seen += bs
-            if step % 50 == 0 or step == recipe.steps:
+            if step % 50 == 0 or step == steps:
                 rate = seen / (time.time() - t_loop)
                 say(f"step {step}/{recipe.steps} epoch {epoch} loss {loss.item():.3f} lr {lr:.2e} "
                     f"scale {model.logit_scale.exp().item():.1f} {rate:.0f} img/s")
-            if step % recipe.eval_every == 0 or step == recipe.steps:
-                m = _validate(model, tokenizer, val_pixels, val_texts)
+            if step % recipe.eval_every == 0 or step == steps:
+                m = _validate(visual, model, tokenizer, val_pixels, val_texts)
                 history.append({"step": step, "loss": float(loss.item()), "val": m})
                 say(f"step {step}: val text->image R@1 {m['text_to_image']['recall@1']:.3f} "
                     f"R@10 {m['text_to_image']['recall@10']:.3f}; image->text R@10 "
                     f"{m['image_to_text']['recall@10']:.3f}")
         epoch += 1
+    t_first = time.time() - t0
+    stage2 = None
+    if two_tower:
+        from .two_tower import (RENDER_SIZE, HeadRecipe, fit_two_tower, preprocess_for,
+                                single_scenes, upsized)
+
+        head = head or HeadRecipe()
+        model.eval()
+        scenes, text = list(capset.scenes), text_feats.numpy()
+        if head.singles:
+            extra, extra_captions = single_scenes(glyphs, families, head.singles, recipe.seed)
+            say(f"two-tower stage: {len(extra)} single-picture scenes; embedding their captions")
+            scenes += extra
+            text = np.concatenate([text, _cached_captions(model, tokenizer, extra_captions,
+                                                          cache_dir)])
+        stage2 = fit_two_tower(model, tokenizer, encode_captions, scenes, text, glyphs,
+                               recipe.seed, say, head)
+        val = data.pairs(glyphs, recipe.val_pairs, seed=VAL_SEED, split="heldout", size=RENDER_SIZE)
+        pixels = upsized(np.stack([np.asarray(p.image) for p in val]), preprocess_for(model.visual))
+        m = _validate(model.visual, model, tokenizer, pixels, [p.caption for p in val])
+        history.append({"step": step, "stage": "two-tower", "val": m})
+        say(f"two-tower: val text->image R@1 {m['text_to_image']['recall@1']:.3f} "
+            f"R@10 {m['text_to_image']['recall@10']:.3f}; image->text R@10 "
+            f"{m['image_to_text']['recall@10']:.3f}")
     seconds = time.time() - t0
 
     os.makedirs(out_dir, exist_ok=True)
-    state = {k: (v.detach().half() if v.is_floating_point() else v.detach()).contiguous()
+    # float16 halves the file; the head's input standardisation stays float32 (tiny spreads)
+    state = {k: (v.detach().half() if v.is_floating_point() and "feature_" not in k
+                 else v.detach()).contiguous()
              for k, v in model.state_dict().items() if not k.startswith(FROZEN_PREFIX)}
     ckpt = os.path.join(out_dir, f"{name}.safetensors")
     summary = {"name": name, "recipe": dataclasses.asdict(recipe), "seconds": round(seconds, 1),
                "caption_embedding_seconds": round(t_text, 1), "epochs": epoch,
                "glyphs": len(glyphs), "families": list(families), "torch": torch.__version__,
                "open_clip": open_clip.__version__, "history": history}
-    save_file(state, ckpt + ".tmp", metadata={"recipe": json.dumps(dataclasses.asdict(recipe))})
+    # one key only: safetensors writes several metadata keys in a per-process random order
+    stored = dataclasses.asdict(recipe)
+    if stage2 is not None:
+        stored["head"] = stage2["head_recipe"]
+    metadata = {"recipe": json.dumps(stored)}
+    if tower_from:  # in the log only: the checkpoint is the same with or without it
+        summary["tower_from"] = {"path": tower_from, "sha256": tower_sha}
+    if stage2 is not None:
+        summary["first_stage_seconds"] = round(t_first, 1)
+        summary["two_tower"] = stage2
+    save_file(state, ckpt + ".tmp", metadata=metadata)
     os.replace(ckpt + ".tmp", ckpt)
     os.chmod(ckpt, 0o644)
     cfg_out = os.path.join(out_dir, f"{name}.json")

