@@ -57,7 +57,7 @@ FROM base AS gpu
 # PyPI's Linux x86_64 torch wheels are the CUDA builds (CUDA libraries come as pip packages).
 RUN pip install torch==2.14.1 torchvision==0.29.1
 RUN --mount=type=bind,from=source,source=/src,target=/src,rw \
-    pip install "/src[gpu,postgres]"
+    pip install "/src[gpu,postgres,lite2]"
 USER clipsearch
 
 # --- CPU image (the default target) -----------------------------------------------------
@@ -67,5 +67,5 @@ FROM base AS cpu
 RUN pip install --index-url https://download.pytorch.org/whl/cpu \
         torch==2.14.1 torchvision==0.29.1
 RUN --mount=type=bind,from=source,source=/src,target=/src,rw \
-    pip install "/src[cpu,postgres,openvino]"
+    pip install "/src[cpu,postgres,openvino,lite2]"
 USER clipsearch
