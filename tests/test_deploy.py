@@ -284,13 +284,13 @@ def test_dockerfile_builds_both_images_from_setup_cfg():
     cfg.read(os.path.join(ROOT, "setup.cfg"))
     extras = set(cfg["options.extras_require"])
     # the CPU image carries OpenVINO for CLIPSEARCH_PRECISION=bf16/int8; the GPU one runs
-    # fp16 on CUDA and does not need it
-    wanted = {"cpu": {"cpu", "postgres", "openvino"}, "gpu": {"gpu", "postgres"}}
+    # fp16 on CUDA and does not need it; both carry the bundled clipsearch-mini-lite2's trunk
+    wanted = {"cpu": {"cpu", "postgres", "openvino", "lite2"}, "gpu": {"gpu", "postgres", "lite2"}}
     for name, want in wanted.items():
         chain = _chain(stages, name)
         runs = " ".join(rest for word, rest in chain if word == "RUN")
         assert re.search(r"torch==\S+ torchvision==\S+", runs)
-        m = re.search(r'pip install "/src\[([a-z,]+)\]"', runs)
+        m = re.search(r'pip install "/src\[([a-z0-9,]+)\]"', runs)
         assert m and set(m.group(1).split(",")) == want and want <= extras, runs
         users = [rest for word, rest in chain if word == "USER"]
         assert users and users[-1] not in ("root", "0"), f"{name} runs as root"
