@@ -35,7 +35,7 @@ RENDER_SIZE = 128
 
 @dataclass(frozen=True)
 class HeadRecipe:
-    """The second stage's knobs; stored in the checkpoint's metadata as ``head_recipe``."""
+    """The second stage's knobs; stored in the checkpoint's metadata as ``recipe["head"]``."""
 
     #: renders of each training picture alone, added to the caption scenes (0: none)
     singles: int = 2
