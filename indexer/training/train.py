@@ -153,6 +153,7 @@ def _validate(visual, model, tokenizer, val_pixels, val_texts) -> dict:
 
 def _load_tower(tower, model, path: str) -> str:
     """Load a clipsearch-mini checkpoint's image tower and temperature; -> its sha256."""
+    import torch
     from safetensors.torch import load_file
 
     from search.errors import ModelUnavailable
@@ -166,8 +167,6 @@ def _load_tower(tower, model, path: str) -> str:
         raise ModelUnavailable(f"--tower-from: {path} is not a checkpoint of this from-scratch tower")
     tower.load_state_dict({k[len("visual."):]: v.float() for k, v in state.items()
                            if k.startswith("visual.")})
-    import torch
-
     with torch.no_grad():
         model.logit_scale.copy_(state["logit_scale"].float())
     return sha256_file(path)
