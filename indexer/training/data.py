@@ -266,3 +266,11 @@ def restyler(glyphs: Sequence[Glyph], p: float):
     allowed = {i for i, g in enumerate(glyphs)
                if not g.is_flag and not colours & set(g.name.lower().replace("-", " ").split())}
     return Restyler([g.image for g in glyphs], allowed, p)
+
+
+def to_input(pixels: np.ndarray, mean, std):
+    """uint8 ``(n, S, S, 3)`` -> float ``(n, 3, S, S)`` normalised with ``mean``/``std`` tensors."""
+    import torch
+
+    x = torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div_(255.0)
+    return (x - mean) / std

@@ -30,6 +30,7 @@ from search.models import BUNDLED, FROZEN_PREFIX, build_model, text_tower_path
 
 from ..evaluate import retrieval_metrics
 from . import data, sources
+from .data import to_input
 
 log = logging.getLogger(__name__)
 
@@ -113,13 +114,6 @@ def _lr_at(step: int, recipe: Recipe) -> float:
     return recipe.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
-def _to_input(pixels: np.ndarray, mean, std):
-    import torch
-
-    x = torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div_(255.0)
-    return (x - mean) / std
-
-
 def encode_pixels(visual, pixels: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """uint8 ``(n, S, S, 3)`` -> float32 ``(n, d)`` unit rows through the image tower ``visual``."""
     import torch
@@ -132,7 +126,7 @@ def encode_pixels(visual, pixels: np.ndarray, batch_size: int = 256) -> np.ndarr
     parts = []
     with torch.inference_mode():
         for s in range(0, len(pixels), batch_size):
-            out = visual(_to_input(pixels[s:s + batch_size], mean, std))
+            out = visual(to_input(pixels[s:s + batch_size], mean, std))
             parts.append(torch.nn.functional.normalize(out, dim=-1).float().numpy())
     visual.train(was_training)
     return np.concatenate(parts)
@@ -244,7 +238,7 @@ def train(out_dir: str, recipe: Recipe = Recipe(), *, name: str = "clipsearch-mi
             lr = _lr_at(step, recipe)
             for g in opt.param_groups:
                 g["lr"] = lr
-            img = torch.nn.functional.normalize(visual(_to_input(pixels, mean, std)), dim=-1)
+            img = torch.nn.functional.normalize(visual(to_input(pixels, mean, std)), dim=-1)
             loss = loss_fn(img, text_feats[idx], model.logit_scale.exp())
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -18,7 +18,6 @@ The numbers are docs/model.md item 13's probe, moved into the product.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -26,8 +25,6 @@ from typing import Callable
 import numpy as np
 
 from . import data
-
-log = logging.getLogger(__name__)
 
 #: side of the rendered training pictures, as in the evaluation splits
 RENDER_SIZE = 128
@@ -92,15 +89,6 @@ def preprocess_for(visual):
                       resize_mode=cfg.get("resize_mode", "shortest"))
 
 
-def to_input(pixels: np.ndarray, visual):
-    """uint8 ``(n, S, S, 3)`` -> the float tensor ``visual`` expects."""
-    import torch
-
-    mean = torch.tensor(visual.preprocess_cfg["mean"]).view(1, 3, 1, 1)
-    std = torch.tensor(visual.preprocess_cfg["std"]).view(1, 3, 1, 1)
-    return (torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div_(255.0) - mean) / std
-
-
 def upsized(pixels: np.ndarray, prep) -> np.ndarray:
     from PIL import Image
 
@@ -113,6 +101,8 @@ def trunk_features(visual, scenes, glyphs, seed: int, say: Callable[[str], None]
     import torch
 
     prep = preprocess_for(visual)
+    mean = torch.tensor(visual.preprocess_cfg["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(visual.preprocess_cfg["std"]).view(1, 3, 1, 1)
     out = None
     t0 = time.time()
     with torch.inference_mode():
@@ -120,7 +110,7 @@ def trunk_features(visual, scenes, glyphs, seed: int, say: Callable[[str], None]
             idx = range(start, min(start + batch, len(scenes)))
             pix = data.render_scenes([scenes[i] for i in idx], glyphs, RENDER_SIZE,
                                      [f"{seed}:head:{i}" for i in idx])
-            feats, _ = visual.trunk_outputs(to_input(upsized(pix, prep), visual))
+            feats, _ = visual.trunk_outputs(data.to_input(upsized(pix, prep), mean, std))
             if out is None:
                 out = np.empty((len(scenes), feats.shape[1]), np.float32)
             out[start:start + len(idx)] = feats.numpy()

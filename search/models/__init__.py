@@ -138,9 +138,9 @@ def build_model(name: str, config_path: str | None = None):
         root.setLevel(level)
     options = tower_options(config_path or BUNDLED[name][0])
     if options is not None:
-        from .towers import wrap
+        from .towers import TwoTower
 
-        wrap(model, options)
+        model.visual = TwoTower(model.visual, **options)
     return model
 
 

@@ -25,7 +25,6 @@ open_clip's; its input is normalised with the config's mean/std (OpenAI's) at
 from __future__ import annotations
 
 import importlib
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -138,8 +137,3 @@ class TwoTower(nn.Module):
         seen = F.normalize(self.head_vector(features) + self.conse_weight * self.conse_vector(logits),
                            dim=-1)
         return seen + self.mini_weight * self.mini_vector(x)
-
-
-def wrap(model, options: dict[str, Any]) -> None:
-    """Replace ``model.visual`` (the from-scratch tower) by a :class:`TwoTower` around it."""
-    model.visual = TwoTower(model.visual, **options)
