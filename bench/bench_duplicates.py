@@ -1,6 +1,6 @@
 """Duplicate grouping benchmark: precision and recall of the groups on generated near-duplicates
-mixed with distinct pictures, indexed with the bundled clipsearch-mini; and the time to group
-100,000 vectors.
+mixed with distinct pictures, indexed with a bundled model (``--model``, default
+clipsearch-mini); and the time to group 100,000 vectors.
 
 Quality: ``--distinct`` pictures of the sample gallery (indexer.gallery, 256 px, saved as
 JPEG with EXIF) and, for ``--copies`` of them, one copy each, the kinds in turn: re-encoded
@@ -40,7 +40,7 @@ from search import duplicates  # noqa: E402
 THRESHOLDS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.08, 0.1, 0.12, 0.15)
 
 
-def quality(distinct: int, copies: int, workers: int) -> dict:
+def quality(distinct: int, copies: int, workers: int, model: str = "clipsearch-mini") -> dict:
     from search.config import Settings
     from search.encoder import load_encoder
     from search.ingest.job import IndexJob
@@ -49,7 +49,7 @@ def quality(distinct: int, copies: int, workers: int) -> dict:
         root = os.path.join(tmp, "lib")
         plan = {n: KINDS[n % len(KINDS)] for n in range(copies)}
         _, pairs = write_library(root, distinct=distinct, copies=plan)
-        settings = Settings(data_dir=os.path.join(tmp, "data"), model="clipsearch-mini",
+        settings = Settings(data_dir=os.path.join(tmp, "data"), model=model,
                             device="cpu", workers=workers).resolved()
         library = Library(settings)
         IndexJob(library, load_encoder(settings), settings).run([root])
@@ -71,7 +71,7 @@ def quality(distinct: int, copies: int, workers: int) -> dict:
                            "recall_by_kind": by_kind, "seconds": round(report.seconds, 3)}
         dists = _distances(library.store, pairs)
         library.close()
-    return {"distinct": distinct, "copies": copies, "items": distinct + copies,
+    return {"model": model, "distinct": distinct, "copies": copies, "items": distinct + copies,
             "distances": dists, "thresholds": out}
 
 
@@ -142,12 +142,14 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--vectors", type=int, default=100_000)
     ap.add_argument("--exact", action="store_true", help="also time the exact range search")
+    ap.add_argument("--model", default="clipsearch-mini",
+                    help="bundled model to index with (clipsearch-mini, clipsearch-mini-lite2)")
     ap.add_argument("--json")
     args = ap.parse_args()
     import faiss
     report = {"faiss_threads": faiss.omp_get_max_threads()}
     if args.distinct:
-        report["quality"] = quality(args.distinct, args.copies, args.workers)
+        report["quality"] = quality(args.distinct, args.copies, args.workers, args.model)
         print(json.dumps(report["quality"], indent=2), flush=True)
     if args.vectors:
         report["timing"] = timing(args.vectors, args.exact)
