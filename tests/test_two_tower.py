@@ -7,25 +7,33 @@ clipsearch-mini, tiny training runs of the real two-stage recipe.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 
 import numpy as np
+import open_clip
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from indexer.training import data, sources
-from indexer.training.train import Recipe, train
-from indexer.training.two_tower import HeadRecipe, single_scenes
+from indexer.training.data import to_input
+from indexer.training.train import Recipe, add_memory, encode_captions, train
+from indexer.training.two_tower import (HeadRecipe, exemplar, fill_memory, preprocess_for,
+                                        single_scenes, upsized)
 from search.errors import ModelUnavailable
 from search.models import BUNDLED, build_model, load_trained
 
 TINY = Recipe(steps=2, captions=96, batch_size=16, val_pairs=20, eval_every=2)
 #: the shipped head recipe adds two renders of every training picture alone (7,500 pictures
-#: through the trunk, minutes): the tiny runs leave them out; test_single_scenes covers them
-HEAD = HeadRecipe(singles=0)
+#: through the trunk, minutes) and fills the exemplar memory with the 3,766 training pictures
+#: (3 minutes): the tiny runs leave both out; test_single_scenes and the memory tests
+#: (on the GCompris family alone) cover them
+HEAD = HeadRecipe(singles=0, memory=False)
+#: the tiny recipe on one small family, for the runs that fill the memory
+GCOMPRIS_ONLY = dataclasses.replace(TINY, exclude="noto-emoji,symbola,icons")
 
 
 def _sha(path) -> str:
@@ -133,6 +141,83 @@ def test_tower_from_takes_the_from_scratch_tower(tiny_run, tmp_path):
               tower_from=str(two_dir / "clipsearch-mini-lite2.safetensors"))
 
 
+def test_memory_holds_the_training_pictures_and_add_memory_writes_what_training_writes(
+        tmp_path):
+    """A run that fills the memory and a run without it plus add_memory: the same bytes.
+
+    The memory holds every training picture of the trained families (never an unseen
+    one), keyed by its exemplar's trunk features, valued by its name's text vector.
+    """
+    with_memory = train(str(tmp_path / "with"), GCOMPRIS_ONLY, name="clipsearch-mini-lite2",
+                        head=HeadRecipe(singles=0))
+    train(str(tmp_path / "without"), GCOMPRIS_ONLY, name="clipsearch-mini-lite2", head=HEAD)
+    ckpt = str(tmp_path / "with" / "clipsearch-mini-lite2.safetensors")
+    added = str(tmp_path / "added.safetensors")
+    result = add_memory(str(tmp_path / "without" / "clipsearch-mini-lite2.safetensors"), added,
+                        lambda msg: None)
+    assert _sha(added) == _sha(ckpt)
+
+    pictures = sources.load_pictures()
+    ids = data.glyph_ids(pictures, "train", ("gcompris",))
+    assert result["pictures"] == with_memory["two_tower"]["memory_pictures"] == len(ids)
+    assert len(ids) < len(data.glyph_ids(pictures, "all", ("gcompris",)))  # unseen ones out
+    model = build_model("clipsearch-mini-lite2")
+    load_trained(model, ckpt)
+    model.eval()
+    v = model.visual
+    assert int(v.memory_size) == len(ids)
+    assert float(v.memory_keys[len(ids):].abs().max()) == 0
+    names = encode_captions(model, open_clip.get_tokenizer("clipsearch-mini-lite2"),
+                            [pictures[i].name for i in ids[:3]])
+    assert np.allclose(v.memory_values[:3].numpy(), names, atol=2e-3)  # stored as float16
+
+    # a training picture drawn as the memory draws it finds itself first
+    mean, std = (torch.tensor(v.preprocess_cfg[k]).view(1, 3, 1, 1) for k in ("mean", "std"))
+    x = to_input(upsized(np.stack([exemplar(pictures[i]) for i in ids[:4]]), preprocess_for(v)),
+                 mean, std)
+    with torch.no_grad():
+        feats, _ = v.trunk_outputs(x)
+        sims = v.memory_key(feats) @ v.memory_keys[:len(ids)].T
+        assert sims.argmax(1).tolist() == [0, 1, 2, 3]
+        # the vote: softmax over the top memory_top similarities at memory_temperature
+        best, idx = sims.topk(v.memory_top, dim=-1)
+        w = torch.softmax(best / v.memory_temperature, -1)
+        unit = torch.nn.functional.normalize
+        vote = unit((w.unsqueeze(-1) * v.memory_values[idx]).sum(1), dim=-1)
+        assert torch.allclose(v.memory_vector(feats), vote, atol=1e-5)
+        before = v.head_vector(feats)  # the documented sum, then the memory's share
+        _, logits = v.trunk_outputs(x)
+        seen = unit(before + v.conse_weight * v.conse_vector(logits), dim=-1)
+        base = seen + v.mini_weight * v.mini_vector(x)
+        expect = unit(base, dim=-1) + v.memory_weight * vote
+        assert torch.allclose(model.encode_image(x), expect, atol=1e-5)
+    with pytest.raises(ValueError, match="memory has 4096 rows"):
+        fill_memory(model, None, encode_captions, pictures, list(range(4097)), lambda m: None)
+
+
+def test_a_checkpoint_without_memory_loads_with_it_empty(tiny_run, tmp_path):
+    """Checkpoints written before the memory existed lack its keys: they load, memory empty,
+    and encode as the same tensors with an unfilled memory do."""
+    from safetensors.torch import save_file
+
+    out, _ = tiny_run
+    state = load_file(str(out / "clipsearch-mini-lite2.safetensors"))
+    old = {k: t for k, t in state.items() if not k.startswith("visual.memory_")}
+    assert len(old) == len(state) - 3
+    save_file(old, str(tmp_path / "old.safetensors"))
+    model = build_model("clipsearch-mini-lite2")
+    load_trained(model, str(tmp_path / "old.safetensors"))
+    assert int(model.visual.memory_size) == 0
+    model.eval()
+    same = build_model("clipsearch-mini-lite2")
+    load_trained(same, str(out / "clipsearch-mini-lite2.safetensors"))
+    same.eval()
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        assert model.visual.memory_vector(torch.randn(1, model.visual.feature_mean.numel())) is None
+        assert torch.equal(model.encode_image(x), same.encode_image(x))
+
+
 def test_a_mini_checkpoint_does_not_load_as_lite2(tmp_path):
     with pytest.raises(ModelUnavailable, match="does not fit"):
         load_trained(build_model("clipsearch-mini-lite2"), BUNDLED["clipsearch-mini"][1])
@@ -177,6 +262,10 @@ def test_shipped_checkpoint_is_small_and_finds_held_out_pictures(tmp_path):
 
     config, checkpoint = BUNDLED["clipsearch-mini-lite2"]
     assert os.path.getsize(checkpoint) <= 50 * 1024 * 1024
+    state = load_file(checkpoint)  # the memory holds the 3,766 training pictures
+    pictures = sources.load_pictures()
+    assert int(state["visual.memory_size"]) == len(data.glyph_ids(pictures, "train",
+                                                                   sources.FAMILIES))
     enc = build_encoder("clipsearch-mini-lite2", precision="fp32", threads=2)
     write_gallery(str(tmp_path), count=200, split="heldout")
     r10 = evaluate(enc, load_pairs(str(tmp_path)))["text_to_image"]["recall@10"]

@@ -26,7 +26,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from search.models import BUNDLED, FROZEN_PREFIX, build_model, text_tower_path
+from search.models import BUNDLED, FROZEN_PREFIX, build_model, load_trained, text_tower_path
 
 from ..evaluate import retrieval_metrics
 from . import data, sources
@@ -69,6 +69,19 @@ class Recipe:
             raise ValueError(f"unknown picture family {sorted(unknown)[0]!r}; "
                              f"families: {', '.join(FAMILIES)}")
         return tuple(f for f in FAMILIES if f not in left_out)
+
+
+def save_checkpoint(model, path: str, metadata: dict[str, str]) -> None:
+    """Write ``model``'s trained tensors (not the package's text tower) to ``path`` atomically."""
+    from safetensors.torch import save_file
+
+    # float16 halves the file; the head's input standardisation stays float32 (tiny spreads)
+    state = {k: (v.detach().half() if v.is_floating_point() and "feature_" not in k
+                 else v.detach()).contiguous()
+             for k, v in model.state_dict().items() if not k.startswith(FROZEN_PREFIX)}
+    save_file(state, path + ".tmp", metadata=metadata)
+    os.replace(path + ".tmp", path)
+    os.chmod(path, 0o644)
 
 
 def encode_captions(model, tokenizer, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
@@ -185,7 +198,6 @@ def train(out_dir: str, recipe: Recipe = Recipe(), *, name: str = "clipsearch-mi
     """
     import open_clip
     import torch
-    from safetensors.torch import save_file
 
     say = progress or (lambda msg: log.info("%s", msg))
     t0 = time.time()
@@ -274,7 +286,7 @@ def train(out_dir: str, recipe: Recipe = Recipe(), *, name: str = "clipsearch-mi
             text = np.concatenate([text, _cached_captions(model, tokenizer, extra_captions,
                                                           cache_dir)])
         stage2 = fit_two_tower(model, tokenizer, encode_captions, scenes, text, glyphs,
-                               recipe.seed, say, head)
+                               recipe.seed, say, head, families)
         val = data.pairs(glyphs, recipe.val_pairs, seed=VAL_SEED, split="heldout", size=RENDER_SIZE)
         pixels = upsized(np.stack([np.asarray(p.image) for p in val]), preprocess_for(model.visual))
         m = _validate(model.visual, model, tokenizer, pixels, [p.caption for p in val])
@@ -285,10 +297,6 @@ def train(out_dir: str, recipe: Recipe = Recipe(), *, name: str = "clipsearch-mi
     seconds = time.time() - t0
 
     os.makedirs(out_dir, exist_ok=True)
-    # float16 halves the file; the head's input standardisation stays float32 (tiny spreads)
-    state = {k: (v.detach().half() if v.is_floating_point() and "feature_" not in k
-                 else v.detach()).contiguous()
-             for k, v in model.state_dict().items() if not k.startswith(FROZEN_PREFIX)}
     ckpt = os.path.join(out_dir, f"{name}.safetensors")
     summary = {"name": name, "recipe": dataclasses.asdict(recipe), "seconds": round(seconds, 1),
                "caption_embedding_seconds": round(t_text, 1), "epochs": epoch,
@@ -304,9 +312,7 @@ def train(out_dir: str, recipe: Recipe = Recipe(), *, name: str = "clipsearch-mi
     if stage2 is not None:
         summary["first_stage_seconds"] = round(t_first, 1)
         summary["two_tower"] = stage2
-    save_file(state, ckpt + ".tmp", metadata=metadata)
-    os.replace(ckpt + ".tmp", ckpt)
-    os.chmod(ckpt, 0o644)
+    save_checkpoint(model, ckpt, metadata)
     cfg_out = os.path.join(out_dir, f"{name}.json")
     if os.path.abspath(cfg_out) != os.path.abspath(config_path):
         with open(config_path, encoding="utf-8") as src, open(cfg_out, "w", encoding="utf-8") as dst:
@@ -317,3 +323,33 @@ def train(out_dir: str, recipe: Recipe = Recipe(), *, name: str = "clipsearch-mi
         json.dump(summary, f, indent=1)
     say(f"wrote {ckpt} ({summary['checkpoint_bytes'] / 1e6:.1f} MB) after {seconds / 60:.1f} min")
     return summary
+
+
+def add_memory(checkpoint: str, out: str, say: Callable[[str], None]) -> dict:
+    """Copy a ``clipsearch-mini-lite2`` checkpoint to ``out`` with its exemplar memory filled.
+
+    The memory depends only on the frozen trunk, the head's input standardisation, the
+    text tower and the training pictures (of the families the checkpoint's recipe
+    trained on), so this writes what the same training run with the memory writes.
+    Returns ``{"pictures": n, "seconds": s}``.
+    """
+    import open_clip
+    from safetensors import safe_open
+
+    from .two_tower import fill_memory
+
+    t0 = time.time()
+    with safe_open(checkpoint, "pt") as f:
+        stored = json.loads(f.metadata()["recipe"])
+    name = "clipsearch-mini-lite2"
+    model = build_model(name)
+    load_trained(model, checkpoint)
+    model.eval()
+    head = stored.pop("head", {})
+    recipe = Recipe(**{k: v for k, v in stored.items() if k in Recipe.__dataclass_fields__})
+    glyphs = sources.load_pictures()
+    n = fill_memory(model, open_clip.get_tokenizer(name), encode_captions, glyphs,
+                    data.glyph_ids(glyphs, "train", recipe.families()), say)
+    stored["head"] = {**head, "memory": True}
+    save_checkpoint(model, out, {"recipe": json.dumps(stored)})
+    return {"pictures": n, "seconds": round(time.time() - t0, 1)}

@@ -11,7 +11,10 @@ what :class:`search.models.towers.TwoTower` adds around it, with the frozen trun
   learnable temperature (AdamW, one-cycle schedule), from ``seed``;
 * the **class table**: the text vectors of ImageNet's 1,000 class names (torchvision's
   list, which the trunk's classifier follows), each the mean of the unit vectors of
-  :data:`~search.models.towers.CLASS_TEMPLATES`; nothing is fitted.
+  :data:`~search.models.towers.CLASS_TEMPLATES`; nothing is fitted;
+* the **exemplar memory** (``HeadRecipe.memory``): every training picture drawn
+  alone, centred on white, gives a key (the trunk's standardised average pool)
+  and its name's text vector; nothing is fitted either.
 
 The numbers are docs/model.md item 13's probe, moved into the product.
 """
@@ -40,6 +43,8 @@ class HeadRecipe:
     batch_size: int = 512
     lr: float = 1e-3
     weight_decay: float = 0.05
+    #: fill the exemplar memory with the training pictures (when the config gives it rows)
+    memory: bool = True
 
 
 def single_scenes(glyphs, families, renders: int, seed: int):
@@ -121,6 +126,51 @@ def trunk_features(visual, scenes, glyphs, seed: int, say: Callable[[str], None]
     return out
 
 
+def exemplar(glyph, size: int = RENDER_SIZE):
+    """A training picture alone for the memory: fitted to 100/128 of ``size``, centred on white."""
+    from PIL import Image
+
+    canvas = Image.new("RGBA", (size, size), (255, 255, 255, 255))
+    pic = glyph.image.convert("RGBA")
+    pic.thumbnail((size * 100 // 128, size * 100 // 128))
+    canvas.alpha_composite(pic, ((size - pic.width) // 2, (size - pic.height) // 2))
+    return np.asarray(canvas.convert("RGB"))
+
+
+def fill_memory(model, tokenizer, encode_captions, glyphs, ids, say: Callable[[str], None],
+                batch: int = 64) -> int:
+    """Write the exemplar memory of ``model.visual`` from the pictures ``ids`` -> rows used.
+
+    Raises :class:`ValueError` when the config's memory has fewer rows than pictures.
+    """
+    import torch
+
+    visual = model.visual
+    rows = visual.memory_keys.shape[0]
+    if len(ids) > rows:
+        raise ValueError(f"{len(ids)} training pictures but the config's memory has {rows} rows; "
+                         f"raise 'memory' in the config")
+    prep = preprocess_for(visual)
+    mean = torch.tensor(visual.preprocess_cfg["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(visual.preprocess_cfg["std"]).view(1, 3, 1, 1)
+    keys = torch.zeros_like(visual.memory_keys)
+    with torch.inference_mode():
+        for start in range(0, len(ids), batch):
+            part = ids[start:start + batch]
+            pix = upsized(np.stack([exemplar(glyphs[i]) for i in part]), prep)
+            feats, _ = visual.trunk_outputs(data.to_input(pix, mean, std))
+            keys[start:start + len(part)] = visual.memory_key(feats)
+    values = torch.zeros_like(visual.memory_values)
+    if ids:
+        values[:len(ids)] = torch.from_numpy(
+            encode_captions(model, tokenizer, [glyphs[i].name for i in ids]))
+    visual.memory_keys.copy_(keys)
+    visual.memory_values.copy_(values)
+    visual.memory_size.fill_(len(ids))
+    say(f"exemplar memory: {len(ids)} training pictures")
+    return len(ids)
+
+
 def fit_head(visual, features: np.ndarray, text: np.ndarray, seed: int, recipe: HeadRecipe,
              say: Callable[[str], None]) -> list[dict]:
     """Train ``visual.head`` (and set its input standardisation) on ``features`` -> ``text``."""
@@ -167,8 +217,12 @@ def fit_head(visual, features: np.ndarray, text: np.ndarray, seed: int, recipe: 
 
 def fit_two_tower(model, tokenizer, encode_captions, scenes, text: np.ndarray, glyphs,
                   seed: int, say: Callable[[str], None],
-                  recipe: HeadRecipe = HeadRecipe()) -> dict:
-    """Fit the head and the class table of ``model.visual`` (a TwoTower). Returns timings."""
+                  recipe: HeadRecipe = HeadRecipe(), families=("noto-emoji",)) -> dict:
+    """Fit the head, the class table and the memory of ``model.visual`` (a TwoTower).
+
+    The memory takes the training pictures of ``families`` (never the unseen ones).
+    Returns timings.
+    """
     import torch
 
     visual = model.visual
@@ -180,6 +234,13 @@ def fit_two_tower(model, tokenizer, encode_captions, scenes, text: np.ndarray, g
     t_head = time.time() - t0 - t_feat
     table = class_table(model, tokenizer, encode_captions)
     visual.class_vectors.copy_(torch.from_numpy(table))
+    t1 = time.time()
+    memory = 0
+    if recipe.memory and visual.memory_keys.shape[0]:
+        memory = fill_memory(model, tokenizer, encode_captions, glyphs,
+                             data.glyph_ids(glyphs, "train", families), say)
     return {"feature_seconds": round(t_feat, 1), "head_seconds": round(t_head, 1),
+            "memory_seconds": round(time.time() - t1, 1), "memory_pictures": memory,
             "head_recipe": dataclasses.asdict(recipe), "head_history": history,
             "pictures": len(scenes)}
+

