@@ -243,4 +243,3 @@ def fit_two_tower(model, tokenizer, encode_captions, scenes, text: np.ndarray, g
             "memory_seconds": round(time.time() - t1, 1), "memory_pictures": memory,
             "head_recipe": dataclasses.asdict(recipe), "head_history": history,
             "pictures": len(scenes)}
-
