@@ -286,7 +286,7 @@ def train(out_dir: str, recipe: Recipe = Recipe(), *, name: str = "clipsearch-mi
             text = np.concatenate([text, _cached_captions(model, tokenizer, extra_captions,
                                                           cache_dir)])
         stage2 = fit_two_tower(model, tokenizer, encode_captions, scenes, text, glyphs,
-                               recipe.seed, say, head, families)
+                               recipe.seed, say, head, families=families)
         val = data.pairs(glyphs, recipe.val_pairs, seed=VAL_SEED, split="heldout", size=RENDER_SIZE)
         pixels = upsized(np.stack([np.asarray(p.image) for p in val]), preprocess_for(model.visual))
         m = _validate(model.visual, model, tokenizer, pixels, [p.caption for p in val])

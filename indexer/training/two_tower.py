@@ -100,14 +100,22 @@ def upsized(pixels: np.ndarray, prep) -> np.ndarray:
     return np.stack([prep(Image.fromarray(p)) for p in pixels])
 
 
+def trunk_runner(visual) -> Callable:
+    """uint8 ``(n, 128, 128, 3)`` renders -> the trunk's (head input features, ImageNet
+    logits), the renders brought to the trunk's size as search-time pictures are."""
+    import torch
+
+    prep = preprocess_for(visual)
+    mean, std = (torch.tensor(visual.preprocess_cfg[k]).view(1, 3, 1, 1) for k in ("mean", "std"))
+    return lambda pixels: visual.trunk_outputs(data.to_input(upsized(pixels, prep), mean, std))
+
+
 def trunk_features(visual, scenes, glyphs, seed: int, say: Callable[[str], None],
                    batch: int = 64) -> np.ndarray:
     """Each scene rendered once -> float32 ``(n, F)`` head inputs from the frozen trunk."""
     import torch
 
-    prep = preprocess_for(visual)
-    mean = torch.tensor(visual.preprocess_cfg["mean"]).view(1, 3, 1, 1)
-    std = torch.tensor(visual.preprocess_cfg["std"]).view(1, 3, 1, 1)
+    run = trunk_runner(visual)
     out = None
     t0 = time.time()
     with torch.inference_mode():
@@ -115,7 +123,7 @@ def trunk_features(visual, scenes, glyphs, seed: int, say: Callable[[str], None]
             idx = range(start, min(start + batch, len(scenes)))
             pix = data.render_scenes([scenes[i] for i in idx], glyphs, RENDER_SIZE,
                                      [f"{seed}:head:{i}" for i in idx])
-            feats, _ = visual.trunk_outputs(data.to_input(upsized(pix, prep), mean, std))
+            feats, _ = run(pix)
             if out is None:
                 out = np.empty((len(scenes), feats.shape[1]), np.float32)
             out[start:start + len(idx)] = feats.numpy()
@@ -150,15 +158,12 @@ def fill_memory(model, tokenizer, encode_captions, glyphs, ids, say: Callable[[s
     if len(ids) > rows:
         raise ValueError(f"{len(ids)} training pictures but the config's memory has {rows} rows; "
                          f"raise 'memory' in the config")
-    prep = preprocess_for(visual)
-    mean = torch.tensor(visual.preprocess_cfg["mean"]).view(1, 3, 1, 1)
-    std = torch.tensor(visual.preprocess_cfg["std"]).view(1, 3, 1, 1)
+    run = trunk_runner(visual)
     keys = torch.zeros_like(visual.memory_keys)
     with torch.inference_mode():
         for start in range(0, len(ids), batch):
             part = ids[start:start + batch]
-            pix = upsized(np.stack([exemplar(glyphs[i]) for i in part]), prep)
-            feats, _ = visual.trunk_outputs(data.to_input(pix, mean, std))
+            feats, _ = run(np.stack([exemplar(glyphs[i]) for i in part]))
             keys[start:start + len(part)] = visual.memory_key(feats)
     values = torch.zeros_like(visual.memory_values)
     if ids:
@@ -217,7 +222,7 @@ def fit_head(visual, features: np.ndarray, text: np.ndarray, seed: int, recipe: 
 
 def fit_two_tower(model, tokenizer, encode_captions, scenes, text: np.ndarray, glyphs,
                   seed: int, say: Callable[[str], None],
-                  recipe: HeadRecipe = HeadRecipe(), families=("noto-emoji",)) -> dict:
+                  recipe: HeadRecipe = HeadRecipe(), *, families) -> dict:
     """Fit the head, the class table and the memory of ``model.visual`` (a TwoTower).
 
     The memory takes the training pictures of ``families`` (never the unseen ones).
