@@ -177,14 +177,15 @@ def test_memory_holds_the_training_pictures_and_add_memory_writes_what_training_
                  mean, std)
     with torch.no_grad():
         feats, _ = v.trunk_outputs(x)
-        sims = v.memory_key(feats) @ v.memory_keys[:len(ids)].T
+        parts = v.memory_features(x, feats)
+        sims = v.memory_key(parts) @ v.memory_keys[:len(ids)].T
         assert sims.argmax(1).tolist() == [0, 1, 2, 3]
         # the vote: softmax over the top memory_top similarities at memory_temperature
         best, idx = sims.topk(v.memory_top, dim=-1)
         w = torch.softmax(best / v.memory_temperature, -1)
         unit = torch.nn.functional.normalize
         vote = unit((w.unsqueeze(-1) * v.memory_values[idx]).sum(1), dim=-1)
-        assert torch.allclose(v.memory_vector(feats), vote, atol=1e-5)
+        assert torch.allclose(v.memory_vector(parts), vote, atol=1e-5)
         before = v.head_vector(feats)  # the documented sum, then the memory's share
         _, logits = v.trunk_outputs(x)
         seen = unit(before + v.conse_weight * v.conse_vector(logits), dim=-1)
@@ -203,7 +204,8 @@ def test_a_checkpoint_without_memory_loads_with_it_empty(tiny_run, tmp_path):
     out, _ = tiny_run
     state = load_file(str(out / "clipsearch-mini-lite2.safetensors"))
     old = {k: t for k, t in state.items() if not k.startswith("visual.memory_")}
-    assert len(old) == len(state) - 3
+    assert set(state) - set(old) == {f"visual.memory_{k}"
+                                     for k in ("keys", "values", "size")}
     save_file(old, str(tmp_path / "old.safetensors"))
     model = build_model("clipsearch-mini-lite2")
     load_trained(model, str(tmp_path / "old.safetensors"))
@@ -214,8 +216,59 @@ def test_a_checkpoint_without_memory_loads_with_it_empty(tiny_run, tmp_path):
     same.eval()
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
-        assert model.visual.memory_vector(torch.randn(1, model.visual.feature_mean.numel())) is None
+        keys = model.visual.memory_keys
+        assert model.visual.memory_vector(torch.randn(1, keys.shape[1])) is None
         assert torch.equal(model.encode_image(x), same.encode_image(x))
+
+
+def test_a_memory_of_another_key_style_loads_empty(tiny_run, tmp_path, caplog):
+    """A checkpoint whose memory was filled with keys of another style (here the 2,560-wide
+    picture + line-drawing keys; the shipped config keys by the picture alone) loads with the
+    memory empty, and says so."""
+    from safetensors.torch import save_file
+
+    out, _ = tiny_run
+    state = load_file(str(out / "clipsearch-mini-lite2.safetensors"))
+    other = {k: t for k, t in state.items() if not k.startswith("visual.memory_")}
+    other["visual.memory_keys"] = torch.nn.functional.normalize(torch.randn(4096, 2560), dim=1)
+    other["visual.memory_values"] = torch.zeros(4096, 384)
+    other["visual.memory_size"] = torch.tensor(4096)
+    save_file(other, str(tmp_path / "other.safetensors"))
+    model = build_model("clipsearch-mini-lite2")
+    with caplog.at_level("WARNING"):
+        load_trained(model, str(tmp_path / "other.safetensors"))
+    assert "another key style" in caplog.text
+    assert int(model.visual.memory_size) == 0 and not model.visual.memory_ready()
+
+
+def test_line_drawing_keys_fill_a_memory_that_finds_its_pictures():
+    """The opt-in ``raw+outline`` style (docs/model.md): keys of the picture and of its line
+    drawing, standardised by the exemplars' own statistics; unusable until those exist."""
+    from search.models.towers import TwoTower
+
+    model = build_model("clipsearch-mini-lite2")
+    model.visual = TwoTower(model.visual.mini, memory=8, memory_style="raw+outline")
+    model.eval()
+    v = model.visual
+    assert v.memory_keys.shape == (8, 2 * 1280)
+    v.memory_size.fill_(3)
+    assert not v.memory_ready()  # no statistics yet: a memory of another style
+    pictures = sources.load_pictures()
+    ids = data.glyph_ids(pictures, "train", ("gcompris",))[:6]
+    tokenizer = open_clip.get_tokenizer("clipsearch-mini-lite2")
+    assert fill_memory(model, tokenizer, encode_captions, pictures, ids, lambda m: None) == 6
+    assert v.memory_ready() and float(v.memory_std.min()) > 0
+    mean, std = (torch.tensor(v.preprocess_cfg[k]).view(1, 3, 1, 1) for k in ("mean", "std"))
+    x = to_input(upsized(np.stack([exemplar(pictures[i]) for i in ids]), preprocess_for(v)),
+                 mean, std)
+    with torch.no_grad():
+        feats, _ = v.trunk_outputs(x)
+        parts = v.memory_features(x, feats)
+        assert parts.shape == (6, 2560)
+        sims = v.memory_key(parts) @ v.memory_keys[:6].T
+        assert sims.argmax(1).tolist() == list(range(6))
+        with pytest.raises(ValueError, match="unknown memory_style"):
+            TwoTower(v.mini, memory_style="edges")
 
 
 def test_a_mini_checkpoint_does_not_load_as_lite2(tmp_path):
@@ -270,3 +323,27 @@ def test_shipped_checkpoint_is_small_and_finds_held_out_pictures(tmp_path):
     write_gallery(str(tmp_path), count=200, split="heldout")
     r10 = evaluate(enc, load_pairs(str(tmp_path)))["text_to_image"]["recall@10"]
     assert r10 >= 0.60, f"text->image recall@10 {r10:.3f} on 200 held-out pairs (chance 0.05)"
+
+
+def test_line_drawing_keeps_the_outline_and_drops_the_colours():
+    """The memory's line drawing of a blue square on red equals that of a black square on
+    white: strokes along the square's edges, white inside and outside."""
+    v = build_model("clipsearch-mini-lite2").visual
+    openai = [torch.tensor(c).view(1, 3, 1, 1) for c in (v.image_mean, v.image_std)]
+
+    def drawing(background, square):
+        img = torch.tensor(background, dtype=torch.float32).view(3, 1, 1).repeat(1, 224, 224)
+        img[:, 60:160, 60:160] = torch.tensor(square, dtype=torch.float32).view(3, 1, 1)
+        x = (img.unsqueeze(0) / 255 - openai[0]) / openai[1]
+        with torch.no_grad():
+            return v.line_drawing(x) * v.imagenet_std + v.imagenet_mean
+
+    coloured = drawing((200, 30, 30), (30, 30, 200))
+    plain = drawing((255, 255, 255), (0, 0, 0))
+    # the same strokes but at the square's corners, where the weaker colour edge is fainter
+    assert float((coloured - plain).abs().gt(0.5).float().mean()) < 0.001
+    grey = coloured[0, 0]
+    assert torch.allclose(coloured[0], grey.expand(3, -1, -1), atol=1e-5)  # no colour
+    assert grey[110, 110] > 0.99 and grey[20, 20] > 0.99  # inside and outside: white
+    assert grey[110, 60] < 0.01 and grey[59, 110] < 0.01  # the edges: black strokes
+    assert float((grey < 0.5).float().mean()) < 0.05  # strokes only, a few pixels wide

@@ -71,12 +71,17 @@ class Recipe:
         return tuple(f for f in FAMILIES if f not in left_out)
 
 
+#: tensors saved in float32: standardisations
+FLOAT32_KEYS = ("feature_mean", "feature_std", "memory_mean", "memory_std")
+
+
 def save_checkpoint(model, path: str, metadata: dict[str, str]) -> None:
     """Write ``model``'s trained tensors (not the package's text tower) to ``path`` atomically."""
     from safetensors.torch import save_file
 
-    # float16 halves the file; the head's input standardisation stays float32 (tiny spreads)
-    state = {k: (v.detach().half() if v.is_floating_point() and "feature_" not in k
+    # float16 halves the file; the standardisations (the head's input, the memory's keys) stay
+    # float32 (tiny spreads)
+    state = {k: (v.detach().half() if v.is_floating_point() and not k.endswith(FLOAT32_KEYS)
                  else v.detach()).contiguous()
              for k, v in model.state_dict().items() if not k.startswith(FROZEN_PREFIX)}
     save_file(state, path + ".tmp", metadata=metadata)

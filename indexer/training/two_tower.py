@@ -100,14 +100,14 @@ def upsized(pixels: np.ndarray, prep) -> np.ndarray:
     return np.stack([prep(Image.fromarray(p)) for p in pixels])
 
 
-def trunk_runner(visual) -> Callable:
-    """uint8 ``(n, 128, 128, 3)`` renders -> the trunk's (head input features, ImageNet
-    logits), the renders brought to the trunk's size as search-time pictures are."""
+def trunk_inputs(visual) -> Callable:
+    """uint8 ``(n, 128, 128, 3)`` renders -> the trunk side's input tensor, the renders
+    brought to its size as search-time pictures are."""
     import torch
 
     prep = preprocess_for(visual)
     mean, std = (torch.tensor(visual.preprocess_cfg[k]).view(1, 3, 1, 1) for k in ("mean", "std"))
-    return lambda pixels: visual.trunk_outputs(data.to_input(upsized(pixels, prep), mean, std))
+    return lambda pixels: data.to_input(upsized(pixels, prep), mean, std)
 
 
 def trunk_features(visual, scenes, glyphs, seed: int, say: Callable[[str], None],
@@ -115,7 +115,7 @@ def trunk_features(visual, scenes, glyphs, seed: int, say: Callable[[str], None]
     """Each scene rendered once -> float32 ``(n, F)`` head inputs from the frozen trunk."""
     import torch
 
-    run = trunk_runner(visual)
+    inputs = trunk_inputs(visual)
     out = None
     t0 = time.time()
     with torch.inference_mode():
@@ -123,7 +123,7 @@ def trunk_features(visual, scenes, glyphs, seed: int, say: Callable[[str], None]
             idx = range(start, min(start + batch, len(scenes)))
             pix = data.render_scenes([scenes[i] for i in idx], glyphs, RENDER_SIZE,
                                      [f"{seed}:head:{i}" for i in idx])
-            feats, _ = run(pix)
+            feats, _ = visual.trunk_outputs(inputs(pix))
             if out is None:
                 out = np.empty((len(scenes), feats.shape[1]), np.float32)
             out[start:start + len(idx)] = feats.numpy()
@@ -158,13 +158,21 @@ def fill_memory(model, tokenizer, encode_captions, glyphs, ids, say: Callable[[s
     if len(ids) > rows:
         raise ValueError(f"{len(ids)} training pictures but the config's memory has {rows} rows; "
                          f"raise 'memory' in the config")
-    run = trunk_runner(visual)
-    keys = torch.zeros_like(visual.memory_keys)
+    inputs = trunk_inputs(visual)
+    parts = torch.zeros(len(ids), visual.memory_keys.shape[1])
     with torch.inference_mode():
         for start in range(0, len(ids), batch):
             part = ids[start:start + batch]
-            feats, _ = run(np.stack([exemplar(glyphs[i]) for i in part]))
-            keys[start:start + len(part)] = visual.memory_key(feats)
+            x = inputs(np.stack([exemplar(glyphs[i]) for i in part]))
+            feats, _ = visual.trunk_outputs(x)
+            parts[start:start + len(part)] = visual.memory_features(x, feats)
+    if hasattr(visual, "memory_std") and ids:
+        # styled keys are standardised by the exemplars' own statistics
+        visual.memory_mean.copy_(parts.mean(0))
+        visual.memory_std.copy_(parts.std(0, correction=0) + 1e-6)
+    keys = torch.zeros_like(visual.memory_keys)
+    if ids:
+        keys[:len(ids)] = visual.memory_key(parts)
     values = torch.zeros_like(visual.memory_values)
     if ids:
         values[:len(ids)] = torch.from_numpy(

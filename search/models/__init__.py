@@ -164,6 +164,13 @@ def load_trained(model, checkpoint_path: str) -> None:
     except Exception as e:
         raise ModelUnavailable(f"cannot read checkpoint {checkpoint_path}: {e}") from None
     own = model.state_dict()
+    if any(k.startswith(OPTIONAL_PREFIX) and k in own and v.shape != own[k].shape
+           for k, v in state.items()):
+        # a memory filled for another key style (docs/model.md): unusable here, load it empty
+        log.warning("the exemplar memory of %s was filled for another key style than the "
+                    "config's; it loads empty (refill it with bench/bench_memory.py)",
+                    checkpoint_path)
+        state = {k: v for k, v in state.items() if not k.startswith(OPTIONAL_PREFIX)}
     state = {k: v.to(own[k].dtype) if k in own else v for k, v in state.items()}
     result = model.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if not k.startswith(FROZEN_PREFIX + OPTIONAL_PREFIX)]

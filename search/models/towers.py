@@ -21,6 +21,9 @@ module adds what docs/model.md item 13 measured to carry further:
   vote for their names with softmax weights at ``memory_temperature``; the unit
   sum is the memory's vector. It carries a new drawing of a trained thing to its
   name when the head, fitted on the training styles, does not (docs/model.md).
+  ``memory_style`` ``"raw+outline"`` or ``"outline"`` (opt-in) also keys by the
+  trunk's features of the picture's line drawing, which a colour emoji and a
+  black-and-white drawing of the same thing share.
 
 The picture's vector is ``v = unit(unit(head) + conse_weight * conse) + mini_weight *
 unit(mini)``; with a filled memory it is ``unit(v) + memory_weight * memory``
@@ -43,6 +46,9 @@ OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: the memory's key styles -> the parts of a key: the picture's own trunk features, and
+#: those of its line drawing (:meth:`TwoTower.line_drawing`)
+MEMORY_STYLES = {"raw": ("raw",), "outline": ("outline",), "raw+outline": ("raw", "outline")}
 #: ImageNet class names are written into these templates; a class's vector is the mean of units
 CLASS_TEMPLATES = ("{}", "a picture of {}", "a drawing of {}", "an icon of {}")
 #: trunk name -> (PyPI package, its module, the attribute that knows the weight file)
@@ -85,7 +91,8 @@ class TwoTower(nn.Module):
                  hidden: int = 384, grid: int = 3, top: int = 10, conse_weight: float = 1.0,
                  mini_weight: float = 0.5, dropout: float = 0.2, classes: int = 1000,
                  memory: int = 0, memory_top: int = 5, memory_temperature: float = 0.05,
-                 memory_weight: float = 0.5):
+                 memory_weight: float = 0.5, memory_style: str = "raw", memory_edge: float = 0.1,
+                 memory_dilate: int = 1):
         super().__init__()
         self.mini = mini
         self.trunk = load_trunk(trunk)
@@ -111,7 +118,19 @@ class TwoTower(nn.Module):
         # the exemplar memory (written by training): `memory` rows, the first `memory_size` used
         self.memory_top, self.memory_temperature = memory_top, memory_temperature
         self.memory_weight = memory_weight
-        self.register_buffer("memory_keys", torch.zeros(memory, width))
+        if memory_style not in MEMORY_STYLES:
+            raise ValueError(f"unknown memory_style {memory_style!r}; known: "
+                             f"{', '.join(MEMORY_STYLES)}")
+        self.memory_style, self.memory_edge = memory_style, memory_edge
+        self.memory_dilate = memory_dilate
+        parts = MEMORY_STYLES[memory_style]
+        self.register_buffer("memory_keys", torch.zeros(memory, width * len(parts)))
+        self._styled = parts != ("raw",)
+        if self._styled:
+            # the keys' standardisation, from the exemplars themselves (written by training);
+            # a zero std marks a memory filled for another style, which this one cannot read
+            self.register_buffer("memory_mean", torch.zeros(width * len(parts)))
+            self.register_buffer("memory_std", torch.zeros(width * len(parts)))
         self.register_buffer("memory_values", torch.zeros(memory, dim))
         self.register_buffer("memory_size", torch.zeros((), dtype=torch.long))
         shift = [(o - i) / s for o, i, s in zip(OPENAI_MEAN, IMAGENET_MEAN, IMAGENET_STD)]
@@ -120,6 +139,9 @@ class TwoTower(nn.Module):
                              persistent=False)
         self.register_buffer("to_imagenet_shift", torch.tensor(shift).view(1, 3, 1, 1),
                              persistent=False)
+        for name, value in (("openai_mean", OPENAI_MEAN), ("openai_std", OPENAI_STD),
+                            ("imagenet_mean", IMAGENET_MEAN), ("imagenet_std", IMAGENET_STD)):
+            self.register_buffer(name, torch.tensor(value).view(1, 3, 1, 1), persistent=False)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -142,22 +164,65 @@ class TwoTower(nn.Module):
         weight, cls = p.topk(self.top, dim=-1)
         return (weight.unsqueeze(-1) * self.class_vectors[cls].float()).sum(1).to(logits.dtype)
 
-    def memory_key(self, features: torch.Tensor) -> torch.Tensor:
-        """The memory's key of head-input ``features``: the standardised average pool, unit."""
-        width = self.memory_keys.shape[1]
-        return F.normalize(((features - self.feature_mean) / self.feature_std)[:, :width], dim=-1)
+    def line_drawing(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` (OpenAI-normalised) -> its line drawing, ImageNet-normalised for the trunk.
 
-    def memory_vector(self, features: torch.Tensor) -> torch.Tensor | None:
-        """Unit vote of the nearest exemplars' names, or None while the memory is empty."""
-        n = int(self.memory_size)
-        if n == 0:
+        Black strokes on white where the luminance changes (Sobel magnitude over
+        ``memory_edge``, thickened ``memory_dilate`` times): colours, shading and
+        backgrounds go, the outlines a colour emoji shares with a black-and-white
+        drawing of the same thing stay.
+        """
+        rgb = (x * self.openai_std + self.openai_mean).clamp(0, 1)
+        lum = (0.299 * rgb[:, :1] + 0.587 * rgb[:, 1:2] + 0.114 * rgb[:, 2:]).float()
+        sobel = torch.tensor([[-1., 0., 1.], [-2., 0., 2.], [-1., 0., 1.]],
+                             device=x.device).view(1, 1, 3, 3) / 4
+        padded = F.pad(lum, (1, 1, 1, 1), mode="replicate")
+        gx, gy = F.conv2d(padded, sobel), F.conv2d(padded, sobel.transpose(2, 3))
+        strokes = ((gx * gx + gy * gy).sqrt() > self.memory_edge).float()
+        for _ in range(self.memory_dilate):
+            strokes = F.max_pool2d(strokes, 3, 1, 1)
+        drawing = (1 - strokes).expand(-1, 3, -1, -1).to(x.dtype)
+        return (drawing - self.imagenet_mean) / self.imagenet_std
+
+    def memory_features(self, x: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """The memory's unstandardised key parts for input ``x`` with head-input ``features``:
+        the trunk's average pool of the picture (``raw``) and of its line drawing."""
+        width = self.trunk.num_features
+        parts = []
+        for part in MEMORY_STYLES[self.memory_style]:
+            if part == "raw":
+                parts.append(features[:, :width])
+            else:
+                parts.append(self.trunk.forward_features(self.line_drawing(x)).mean((2, 3)))
+        return torch.cat(parts, 1)
+
+    def memory_key(self, parts: torch.Tensor) -> torch.Tensor:
+        """Standardised, unit key of :meth:`memory_features`' ``parts``.
+
+        The raw style standardises with the head's input statistics (as the first
+        memories did); the others with the exemplars' own (``memory_mean``/``memory_std``).
+        """
+        if self._styled:
+            return F.normalize((parts - self.memory_mean) / self.memory_std, dim=-1)
+        width = parts.shape[1]
+        return F.normalize((parts - self.feature_mean[:width]) / self.feature_std[:width], dim=-1)
+
+    def memory_ready(self) -> bool:
+        """True when the memory is filled for this config's style."""
+        return int(self.memory_size) > 0 and (not self._styled or bool(self.memory_std.any()))
+
+    def memory_vector(self, parts: torch.Tensor) -> torch.Tensor | None:
+        """Unit vote of the nearest exemplars' names for key ``parts``, or None while the
+        memory is not ready."""
+        if not self.memory_ready():
             return None
-        keys = self.memory_keys[:n].to(features.dtype)
-        sims = self.memory_key(features) @ keys.T
+        n = int(self.memory_size)
+        keys = self.memory_keys[:n].to(parts.dtype)
+        sims = self.memory_key(parts) @ keys.T
         best, idx = sims.topk(min(self.memory_top, n), dim=-1)
         weight = ((best.float() - best[:, :1].float()) / self.memory_temperature).softmax(-1)
         votes = (weight.unsqueeze(-1) * self.memory_values[idx].float()).sum(1)
-        return F.normalize(votes, dim=-1).to(features.dtype)
+        return F.normalize(votes, dim=-1).to(parts.dtype)
 
     def mini_vector(self, x: torch.Tensor) -> torch.Tensor:
         small = F.interpolate(x, size=(self.mini_size, self.mini_size), mode="bilinear",
@@ -169,5 +234,7 @@ class TwoTower(nn.Module):
         seen = F.normalize(self.head_vector(features)
                            + self.conse_weight * self.conse_vector(logits), dim=-1)
         out = seen + self.mini_weight * self.mini_vector(x)
-        memory = self.memory_vector(features)
-        return out if memory is None else F.normalize(out, dim=-1) + self.memory_weight * memory
+        if not self.memory_ready():
+            return out
+        memory = self.memory_vector(self.memory_features(x, features))
+        return F.normalize(out, dim=-1) + self.memory_weight * memory
