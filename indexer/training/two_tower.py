@@ -171,10 +171,9 @@ def fill_memory(model, tokenizer, encode_captions, glyphs, ids, say: Callable[[s
         visual.memory_mean.copy_(parts.mean(0))
         visual.memory_std.copy_(parts.std(0, correction=0) + 1e-6)
     keys = torch.zeros_like(visual.memory_keys)
-    if ids:
-        keys[:len(ids)] = visual.memory_key(parts)
     values = torch.zeros_like(visual.memory_values)
     if ids:
+        keys[:len(ids)] = visual.memory_key(parts)
         values[:len(ids)] = torch.from_numpy(
             encode_captions(model, tokenizer, [glyphs[i].name for i in ids]))
     visual.memory_keys.copy_(keys)
