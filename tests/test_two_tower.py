@@ -178,13 +178,22 @@ def test_memory_holds_the_training_pictures_and_add_memory_writes_what_training_
     with torch.no_grad():
         feats, _ = v.trunk_outputs(x)
         parts = v.memory_features(x, feats)
-        sims = v.memory_key(parts) @ v.memory_keys[:len(ids)].T
-        assert sims.argmax(1).tolist() == [0, 1, 2, 3]
-        # the vote: softmax over the top memory_top similarities at memory_temperature
-        best, idx = sims.topk(v.memory_top, dim=-1)
-        w = torch.softmax(best / v.memory_temperature, -1)
+        key, keys = v.memory_key(parts), v.memory_keys[:len(ids)]
+        assert (key @ keys.T).argmax(1).tolist() == [0, 1, 2, 3]
+        # the vote: each key part (picture, line drawing) takes a softmax over its top
+        # memory_top similarities at memory_temperature; the unit votes are summed
         unit = torch.nn.functional.normalize
-        vote = unit((w.unsqueeze(-1) * v.memory_values[idx]).sum(1), dim=-1)
+        width = v.trunk.num_features
+        votes = 0
+        for part in range(key.shape[1] // width):
+            cut = slice(part * width, (part + 1) * width)
+            sims = key[:, cut] @ keys[:, cut].T
+            assert sims.argmax(1).tolist() == [0, 1, 2, 3]
+            best, idx = sims.topk(v.memory_top, dim=-1)
+            w = torch.softmax(best / v.memory_temperature, -1)
+            votes = votes + unit((w.unsqueeze(-1) * v.memory_values[idx]).sum(1), dim=-1)
+        assert key.shape[1] == 2 * width  # the bundled config keys by picture and drawing
+        vote = unit(votes, dim=-1)
         assert torch.allclose(v.memory_vector(parts), vote, atol=1e-5)
         before = v.head_vector(feats)  # the documented sum, then the memory's share
         _, logits = v.trunk_outputs(x)
@@ -205,7 +214,7 @@ def test_a_checkpoint_without_memory_loads_with_it_empty(tiny_run, tmp_path):
     state = load_file(str(out / "clipsearch-mini-lite2.safetensors"))
     old = {k: t for k, t in state.items() if not k.startswith("visual.memory_")}
     assert set(state) - set(old) == {f"visual.memory_{k}"
-                                     for k in ("keys", "values", "size")}
+                                     for k in ("keys", "values", "size", "mean", "std")}
     save_file(old, str(tmp_path / "old.safetensors"))
     model = build_model("clipsearch-mini-lite2")
     load_trained(model, str(tmp_path / "old.safetensors"))
@@ -222,15 +231,15 @@ def test_a_checkpoint_without_memory_loads_with_it_empty(tiny_run, tmp_path):
 
 
 def test_a_memory_of_another_key_style_loads_empty(tiny_run, tmp_path, caplog):
-    """A checkpoint whose memory was filled with keys of another style (here the 2,560-wide
-    picture + line-drawing keys; the shipped config keys by the picture alone) loads with the
-    memory empty, and says so."""
+    """A checkpoint whose memory was filled with keys of another style (here the 1,280-wide
+    picture-only keys of the first shipped lite2; the bundled config keys by the picture and
+    its line drawing) loads with the memory empty, and says so."""
     from safetensors.torch import save_file
 
     out, _ = tiny_run
     state = load_file(str(out / "clipsearch-mini-lite2.safetensors"))
     other = {k: t for k, t in state.items() if not k.startswith("visual.memory_")}
-    other["visual.memory_keys"] = torch.nn.functional.normalize(torch.randn(4096, 2560), dim=1)
+    other["visual.memory_keys"] = torch.nn.functional.normalize(torch.randn(4096, 1280), dim=1)
     other["visual.memory_values"] = torch.zeros(4096, 384)
     other["visual.memory_size"] = torch.tensor(4096)
     save_file(other, str(tmp_path / "other.safetensors"))
@@ -242,8 +251,9 @@ def test_a_memory_of_another_key_style_loads_empty(tiny_run, tmp_path, caplog):
 
 
 def test_line_drawing_keys_fill_a_memory_that_finds_its_pictures():
-    """The opt-in ``raw+outline`` style (docs/model.md): keys of the picture and of its line
-    drawing, standardised by the exemplars' own statistics; unusable until those exist."""
+    """The bundled ``raw+outline`` style (docs/model.md): keys of the picture and of its line
+    drawing, standardised by the exemplars' own statistics, each part a unit vector; unusable
+    until those exist. Each exemplar's own key finds it first, and its vote names it."""
     from search.models.towers import TwoTower
 
     model = build_model("clipsearch-mini-lite2")
@@ -265,8 +275,15 @@ def test_line_drawing_keys_fill_a_memory_that_finds_its_pictures():
         feats, _ = v.trunk_outputs(x)
         parts = v.memory_features(x, feats)
         assert parts.shape == (6, 2560)
-        sims = v.memory_key(parts) @ v.memory_keys[:6].T
+        keys = v.memory_key(parts)
+        assert torch.allclose(keys.norm(dim=1), torch.full((6,), 2 ** 0.5))
+        sims = keys @ v.memory_keys[:6].T
         assert sims.argmax(1).tolist() == list(range(6))
+        votes = v.memory_vector(parts)
+        assert torch.allclose(votes.norm(dim=1), torch.ones(6))
+        names = v.memory_values[:6] @ v.memory_values[:6].T
+        best = (votes @ v.memory_values[:6].T).argmax(1)
+        assert all(names[i, best[i]] > 0.99 for i in range(6))  # its own name (or its twin's)
         with pytest.raises(ValueError, match="unknown memory_style"):
             TwoTower(v.mini, memory_style="edges")
 

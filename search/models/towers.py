@@ -21,9 +21,11 @@ module adds what docs/model.md item 13 measured to carry further:
   vote for their names with softmax weights at ``memory_temperature``; the unit
   sum is the memory's vector. It carries a new drawing of a trained thing to its
   name when the head, fitted on the training styles, does not (docs/model.md).
-  ``memory_style`` ``"raw+outline"`` or ``"outline"`` (opt-in) also keys by the
+  ``memory_style`` ``"raw+outline"`` (the bundled lite2's) also keys by the
   trunk's features of the picture's line drawing, which a colour emoji and a
-  black-and-white drawing of the same thing share.
+  black-and-white drawing of the same thing share: picture and drawing each find
+  their own nearest exemplars, and the two votes are averaged. ``"outline"`` keys by
+  the drawing alone.
 
 The picture's vector is ``v = unit(unit(head) + conse_weight * conse) + mini_weight *
 unit(mini)``; with a filled memory it is ``unit(v) + memory_weight * memory``
@@ -125,7 +127,7 @@ class TwoTower(nn.Module):
         self.memory_dilate = memory_dilate
         parts = MEMORY_STYLES[memory_style]
         self.register_buffer("memory_keys", torch.zeros(memory, width * len(parts)))
-        self._styled = parts != ("raw",)
+        self._styled, self._parts = parts != ("raw",), len(parts)
         if self._styled:
             # the keys' standardisation, from the exemplars themselves (written by training);
             # a zero std marks a memory filled for another style, which this one cannot read
@@ -197,13 +199,14 @@ class TwoTower(nn.Module):
         return torch.cat(parts, 1)
 
     def memory_key(self, parts: torch.Tensor) -> torch.Tensor:
-        """Standardised, unit key of :meth:`memory_features`' ``parts``.
+        """Standardised key of :meth:`memory_features`' ``parts``, each part a unit vector.
 
         The raw style standardises with the head's input statistics (as the first
         memories did); the others with the exemplars' own (``memory_mean``/``memory_std``).
         """
         if self._styled:
-            return F.normalize((parts - self.memory_mean) / self.memory_std, dim=-1)
+            std = (parts - self.memory_mean) / self.memory_std
+            return torch.cat([F.normalize(p, dim=-1) for p in std.chunk(self._parts, 1)], 1)
         width = parts.shape[1]
         return F.normalize((parts - self.feature_mean[:width]) / self.feature_std[:width], dim=-1)
 
@@ -213,15 +216,18 @@ class TwoTower(nn.Module):
 
     def memory_vector(self, parts: torch.Tensor) -> torch.Tensor | None:
         """Unit vote of the nearest exemplars' names for key ``parts``, or None while the
-        memory is not ready."""
+        memory is not ready. Each key part (picture, line drawing) votes with its own
+        nearest exemplars; the votes count alike."""
         if not self.memory_ready():
             return None
         n = int(self.memory_size)
-        keys = self.memory_keys[:n].to(parts.dtype)
-        sims = self.memory_key(parts) @ keys.T
-        best, idx = sims.topk(min(self.memory_top, n), dim=-1)
-        weight = ((best.float() - best[:, :1].float()) / self.memory_temperature).softmax(-1)
-        votes = (weight.unsqueeze(-1) * self.memory_values[idx].float()).sum(1)
+        keys = self.memory_keys[:n].to(parts.dtype).chunk(self._parts, 1)
+        votes = 0
+        for query, key in zip(self.memory_key(parts).chunk(self._parts, 1), keys):
+            best, idx = (query @ key.T).topk(min(self.memory_top, n), dim=-1)
+            weight = ((best.float() - best[:, :1].float()) / self.memory_temperature).softmax(-1)
+            vote = (weight.unsqueeze(-1) * self.memory_values[idx].float()).sum(1)
+            votes = votes + (F.normalize(vote, dim=-1) if self._parts > 1 else vote)
         return F.normalize(votes, dim=-1).to(parts.dtype)
 
     def mini_vector(self, x: torch.Tensor) -> torch.Tensor:
