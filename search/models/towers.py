@@ -144,6 +144,8 @@ class TwoTower(nn.Module):
         for name, value in (("openai_mean", OPENAI_MEAN), ("openai_std", OPENAI_STD),
                             ("imagenet_mean", IMAGENET_MEAN), ("imagenet_std", IMAGENET_STD)):
             self.register_buffer(name, torch.tensor(value).view(1, 3, 1, 1), persistent=False)
+        sobel = torch.tensor([[-1., 0., 1.], [-2., 0., 2.], [-1., 0., 1.]]).view(1, 1, 3, 3) / 4
+        self.register_buffer("sobel", sobel, persistent=False)  # the line drawing's x gradient
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -176,10 +178,8 @@ class TwoTower(nn.Module):
         """
         rgb = (x * self.openai_std + self.openai_mean).clamp(0, 1)
         lum = (0.299 * rgb[:, :1] + 0.587 * rgb[:, 1:2] + 0.114 * rgb[:, 2:]).float()
-        sobel = torch.tensor([[-1., 0., 1.], [-2., 0., 2.], [-1., 0., 1.]],
-                             device=x.device).view(1, 1, 3, 3) / 4
         padded = F.pad(lum, (1, 1, 1, 1), mode="replicate")
-        gx, gy = F.conv2d(padded, sobel), F.conv2d(padded, sobel.transpose(2, 3))
+        gx, gy = F.conv2d(padded, self.sobel), F.conv2d(padded, self.sobel.transpose(2, 3))
         strokes = ((gx * gx + gy * gy).sqrt() > self.memory_edge).float()
         for _ in range(self.memory_dilate):
             strokes = F.max_pool2d(strokes, 3, 1, 1)
