@@ -180,10 +180,15 @@ def test_memory_holds_the_training_pictures_and_add_memory_writes_what_training_
         parts = v.memory_features(x, feats)
         key, keys = v.memory_key(parts), v.memory_keys[:len(ids)]
         assert (key @ keys.T).argmax(1).tolist() == [0, 1, 2, 3]
-        # the vote: each key part (picture, line drawing) takes a softmax over its top
-        # memory_top similarities at memory_temperature; the unit votes are summed
+        # the key: each standardised part (picture, line drawing) projected on its own
+        # canonical directions, then a unit vector
         unit = torch.nn.functional.normalize
-        width = v.trunk.num_features
+        std_parts = ((parts - v.memory_mean) / v.memory_std).chunk(2, 1)
+        hand = torch.cat([unit(p @ w, dim=-1) for p, w in zip(std_parts, v.memory_projection)], 1)
+        assert torch.allclose(key, hand, atol=1e-5)
+        # the vote: each key part takes a softmax over its top memory_top similarities at
+        # memory_temperature; the unit votes are summed
+        width = v.memory_project
         votes = 0
         for part in range(key.shape[1] // width):
             cut = slice(part * width, (part + 1) * width)
@@ -192,7 +197,7 @@ def test_memory_holds_the_training_pictures_and_add_memory_writes_what_training_
             best, idx = sims.topk(v.memory_top, dim=-1)
             w = torch.softmax(best / v.memory_temperature, -1)
             votes = votes + unit((w.unsqueeze(-1) * v.memory_values[idx]).sum(1), dim=-1)
-        assert key.shape[1] == 2 * width  # the bundled config keys by picture and drawing
+        assert key.shape[1] == 2 * width == 512  # the bundled config: picture and drawing
         vote = unit(votes, dim=-1)
         assert torch.allclose(v.memory_vector(parts), vote, atol=1e-5)
         before = v.head_vector(feats)  # the documented sum, then the memory's share
@@ -214,7 +219,8 @@ def test_a_checkpoint_without_memory_loads_with_it_empty(tiny_run, tmp_path):
     state = load_file(str(out / "clipsearch-mini-lite2.safetensors"))
     old = {k: t for k, t in state.items() if not k.startswith("visual.memory_")}
     assert set(state) - set(old) == {f"visual.memory_{k}"
-                                     for k in ("keys", "values", "size", "mean", "std")}
+                                     for k in ("keys", "values", "size", "mean", "std",
+                                               "projection")}
     save_file(old, str(tmp_path / "old.safetensors"))
     model = build_model("clipsearch-mini-lite2")
     load_trained(model, str(tmp_path / "old.safetensors"))
@@ -286,6 +292,39 @@ def test_line_drawing_keys_fill_a_memory_that_finds_its_pictures():
         assert all(names[i, best[i]] > 0.99 for i in range(6))  # its own name (or its twin's)
         with pytest.raises(ValueError, match="unknown memory_style"):
             TwoTower(v.mini, memory_style="edges")
+        with pytest.raises(ValueError, match="two-part memory_style"):
+            TwoTower(v.mini, memory_style="raw", memory_project=16)
+
+
+def test_fit_projection_finds_the_directions_two_views_share():
+    """Canonical correlation (docs/model.md, the shipped memory's keys): two views of the
+    same things, each mixed with its own noise, projected on the fitted directions, find
+    their own partner far more often than unprojected views do; the directions come out
+    the same, sign included, on a second fit."""
+    from indexer.training.two_tower import fit_projection
+
+    rng = np.random.default_rng(0)
+    n, width, shared = 600, 64, 8
+    things = rng.standard_normal((n, shared))
+    x = things @ rng.standard_normal((shared, width)) + 3 * rng.standard_normal((n, width))
+    y = things @ rng.standard_normal((shared, width)) + 3 * rng.standard_normal((n, width))
+    x, y = (x - x.mean(0)) / x.std(0), (y - y.mean(0)) / y.std(0)
+    proj = fit_projection(x, y, shared, ridge=1.0)
+    assert proj.shape == (2, width, shared) and proj.dtype == np.float32
+    assert np.array_equal(proj, fit_projection(x, y, shared, ridge=1.0))
+
+    def unit(a):
+        return a / np.linalg.norm(a, axis=1, keepdims=True)
+
+    def partner_rate(a, b):
+        return float(((unit(a) @ unit(b).T).argmax(1) == np.arange(n)).mean())
+
+    projected = partner_rate(x @ proj[0], y @ proj[1])
+    assert projected > 0.4 and projected > 10 * partner_rate(x, y)
+    # each projected direction pairs with its own partner direction: correlated views
+    px, py = x @ proj[0], y @ proj[1]
+    corr = [np.corrcoef(px[:, j], py[:, j])[0, 1] for j in range(shared)]
+    assert min(corr) > 0.5
 
 
 def test_a_mini_checkpoint_does_not_load_as_lite2(tmp_path):

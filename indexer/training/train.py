@@ -71,8 +71,9 @@ class Recipe:
         return tuple(f for f in FAMILIES if f not in left_out)
 
 
-#: tensors saved in float32: standardisations
-FLOAT32_KEYS = ("feature_mean", "feature_std", "memory_mean", "memory_std")
+#: tensors saved in float32: standardisations and the memory keys' projection
+FLOAT32_KEYS = ("feature_mean", "feature_std", "memory_mean", "memory_std",
+                "memory_projection")
 
 
 def save_checkpoint(model, path: str, metadata: dict[str, str]) -> None:

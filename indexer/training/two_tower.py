@@ -145,6 +145,30 @@ def exemplar(glyph, size: int = RENDER_SIZE):
     return np.asarray(canvas.convert("RGB"))
 
 
+def fit_projection(raw: np.ndarray, outline: np.ndarray, dim: int, ridge: float) -> np.ndarray:
+    """Canonical correlation analysis of two standardised key parts -> ``(2, width, dim)``.
+
+    The projections keep the ``dim`` directions along which a picture's trunk features
+    and its line drawing's vary together most (each part's covariance regularised by
+    ``ridge``), so that a colour picture and a black-and-white drawing of one thing land
+    nearer each other. Computed in float64; each direction's sign is fixed (its largest
+    weight in the picture part is positive), so reruns write the same numbers.
+    """
+    x = raw.astype(np.float64) - raw.mean(0)
+    y = outline.astype(np.float64) - outline.mean(0)
+    n = len(x)
+
+    def inverse_root(c):
+        w, u = np.linalg.eigh(c + ridge * np.eye(len(c)))
+        return (u / np.sqrt(w)) @ u.T
+
+    wx, wy = inverse_root(x.T @ x / n), inverse_root(y.T @ y / n)
+    u, _s, vt = np.linalg.svd(wx @ (x.T @ y / n) @ wy)
+    a, b = wx @ u[:, :dim], wy @ vt.T[:, :dim]
+    sign = np.sign(a[np.abs(a).argmax(0), np.arange(dim)])
+    return np.stack([a * sign, b * sign]).astype(np.float32)
+
+
 def fill_memory(model, tokenizer, encode_captions, glyphs, ids, say: Callable[[str], None],
                 batch: int = 64) -> int:
     """Write the exemplar memory of ``model.visual`` from the pictures ``ids`` -> rows used.
@@ -159,7 +183,8 @@ def fill_memory(model, tokenizer, encode_captions, glyphs, ids, say: Callable[[s
         raise ValueError(f"{len(ids)} training pictures but the config's memory has {rows} rows; "
                          f"raise 'memory' in the config")
     inputs = trunk_inputs(visual)
-    parts = torch.zeros(len(ids), visual.memory_keys.shape[1])
+    width = visual.trunk.num_features * getattr(visual, "_parts", 1)
+    parts = torch.zeros(len(ids), width)
     with torch.inference_mode():
         for start in range(0, len(ids), batch):
             part = ids[start:start + batch]
@@ -170,6 +195,11 @@ def fill_memory(model, tokenizer, encode_captions, glyphs, ids, say: Callable[[s
         # styled keys are standardised by the exemplars' own statistics
         visual.memory_mean.copy_(parts.mean(0))
         visual.memory_std.copy_(parts.std(0, correction=0) + 1e-6)
+        if getattr(visual, "memory_project", 0):
+            std = ((parts - visual.memory_mean) / visual.memory_std).numpy()
+            raw, outline = np.split(std, 2, axis=1)
+            visual.memory_projection.copy_(torch.from_numpy(
+                fit_projection(raw, outline, visual.memory_project, visual.memory_ridge)))
     keys = torch.zeros_like(visual.memory_keys)
     values = torch.zeros_like(visual.memory_values)
     if ids:
