@@ -294,6 +294,15 @@ def test_line_drawing_keys_fill_a_memory_that_finds_its_pictures():
             TwoTower(v.mini, memory_style="edges")
         with pytest.raises(ValueError, match="two-part memory_style"):
             TwoTower(v.mini, memory_style="raw", memory_project=16)
+    # projected keys as wide as unprojected ones: a memory filled without the projection
+    # (statistics there, projection missing) is not used
+    wide = TwoTower(v.mini, memory=8, memory_style="raw+outline", memory_project=1280)
+    assert wide.memory_keys.shape == v.memory_keys.shape
+    wide.load_state_dict({k: t for k, t in v.state_dict().items() if k in wide.state_dict()},
+                         strict=False)
+    assert int(wide.memory_size) == 6 and not wide.memory_ready()
+    wide.memory_projection.copy_(torch.eye(1280).expand(2, -1, -1))
+    assert wide.memory_ready()
 
 
 def test_fit_projection_finds_the_directions_two_views_share():

@@ -230,8 +230,10 @@ class TwoTower(nn.Module):
         return F.normalize((parts - self.feature_mean[:width]) / self.feature_std[:width], dim=-1)
 
     def memory_ready(self) -> bool:
-        """True when the memory is filled for this config's style."""
-        return int(self.memory_size) > 0 and (not self._styled or bool(self.memory_std.any()))
+        """True when the memory is filled for this config's style (and, for projected keys,
+        with a projection: an unprojected memory of the same width is not)."""
+        return (int(self.memory_size) > 0 and (not self._styled or bool(self.memory_std.any()))
+                and (not self.memory_project or bool(self.memory_projection.any())))
 
     def memory_vector(self, parts: torch.Tensor) -> torch.Tensor | None:
         """Unit vote of the nearest exemplars' names for key ``parts``, or None while the
