@@ -183,8 +183,7 @@ def fill_memory(model, tokenizer, encode_captions, glyphs, ids, say: Callable[[s
         raise ValueError(f"{len(ids)} training pictures but the config's memory has {rows} rows; "
                          f"raise 'memory' in the config")
     inputs = trunk_inputs(visual)
-    width = visual.trunk.num_features * getattr(visual, "_parts", 1)
-    parts = torch.zeros(len(ids), width)
+    parts = torch.zeros(len(ids), visual.memory_width)
     with torch.inference_mode():
         for start in range(0, len(ids), batch):
             part = ids[start:start + batch]

@@ -136,11 +136,12 @@ class TwoTower(nn.Module):
         self.register_buffer("memory_keys",
                              torch.zeros(memory, (memory_project or width) * len(parts)))
         self._styled, self._parts = parts != ("raw",), len(parts)
+        self.memory_width = width * len(parts)  # of memory_features' unstandardised parts
         if self._styled:
             # the keys' standardisation, from the exemplars themselves (written by training);
             # a zero std marks a memory filled for another style, which this one cannot read
-            self.register_buffer("memory_mean", torch.zeros(width * len(parts)))
-            self.register_buffer("memory_std", torch.zeros(width * len(parts)))
+            self.register_buffer("memory_mean", torch.zeros(self.memory_width))
+            self.register_buffer("memory_std", torch.zeros(self.memory_width))
         if memory_project:
             # per part, the canonical directions shared by pictures and their line drawings
             # (fit_projection, written by training)
