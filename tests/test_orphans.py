@@ -173,7 +173,10 @@ def test_killed_server_takes_its_workers_and_their_indexing_job(tmp_path, photos
                 break
         except OSError:
             pass
-        assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
+        if proc.poll() is not None:
+            raise AssertionError(f"the server ended early ({proc.returncode}): "
+                                 f"{proc.stderr.read().decode()[-3000:]}")
+        assert time.monotonic() < deadline, "server did not start"
         time.sleep(0.5)
     status, body = http("POST", base + "/api/index", {"root": photos.root})
     assert status == 202, body
