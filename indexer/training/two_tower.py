@@ -194,7 +194,7 @@ def fill_memory(model, tokenizer, encode_captions, glyphs, ids, say: Callable[[s
         # styled keys are standardised by the exemplars' own statistics
         visual.memory_mean.copy_(parts.mean(0))
         visual.memory_std.copy_(parts.std(0, correction=0) + 1e-6)
-        if getattr(visual, "memory_project", 0):
+        if visual.memory_project:
             std = ((parts - visual.memory_mean) / visual.memory_std).numpy()
             raw, outline = np.split(std, 2, axis=1)
             visual.memory_projection.copy_(torch.from_numpy(

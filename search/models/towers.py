@@ -218,7 +218,8 @@ class TwoTower(nn.Module):
         The raw style standardises with the head's input statistics (as the first
         memories did); the others with the exemplars' own (``memory_mean``/``memory_std``).
         With ``memory_project``, each standardised part is then projected on its
-        ``memory_projection`` (:func:`fit_projection`) before it is made a unit vector.
+        ``memory_projection`` (``indexer.training.two_tower.fit_projection``) before it
+        is made a unit vector.
         """
         if self._styled:
             std = (parts - self.memory_mean) / self.memory_std
