@@ -18,6 +18,8 @@ import importlib
 import json
 import logging
 import os
+import sqlite3
+import time
 from contextlib import contextmanager
 from typing import Iterable, Iterator, Sequence
 
@@ -46,10 +48,25 @@ def _vector_rows(table: str):
     return model, ((MediaItem.media == MEDIA_IMAGE,) if table == "images" else ())
 
 
+#: seconds a new connection keeps trying to put a locked SQLite file into WAL mode
+WAL_SWITCH_SECONDS = 30.0
+
+
 def _sqlite_pragmas(dbapi_conn, _record):
     cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA busy_timeout=30000")
+    # Switching a fresh file to WAL needs an exclusive lock, and SQLite answers "database is
+    # locked" at once, without its busy timeout, while another process holds the write lock
+    # (a second server worker migrating the new store, say): retry until the lock is free.
+    deadline = time.monotonic() + WAL_SWITCH_SECONDS
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()

@@ -207,3 +207,32 @@ def test_indexer_runs_on_postgresql(tmp_path):
     assert s4.removed == 1
     assert all(d.ok for d in library.check())
     store.close()
+
+
+def test_a_new_connection_waits_for_a_fresh_file_that_another_writer_holds(tmp_path):
+    """A second server worker opening a brand-new SQLite store while the first one migrates
+    it: switching the file to WAL needs an exclusive lock, which SQLite refuses at once
+    (without its busy timeout) while the first holds the write lock. The connection waits
+    for the lock instead of failing (CI saw a gunicorn worker die of it)."""
+    import sqlite3
+    import threading
+    import time
+
+    from search.store import Store
+
+    path = tmp_path / "fresh.db"
+    first = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    first.execute("BEGIN IMMEDIATE")
+    first.execute("CREATE TABLE migrating (x)")
+    release = threading.Timer(1.0, lambda: first.execute("COMMIT"))
+    release.start()
+    try:
+        store = Store(f"sqlite:///{path}", create=False)
+        start = time.monotonic()
+        with store.engine.connect() as conn:
+            assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert time.monotonic() - start >= 0.5  # it waited for the first writer
+        store.engine.dispose()
+    finally:
+        release.join()
+        first.close()
