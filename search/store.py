@@ -18,8 +18,6 @@ import importlib
 import json
 import logging
 import os
-import sqlite3
-import time
 from contextlib import contextmanager
 from typing import Iterable, Iterator, Sequence
 
@@ -28,6 +26,7 @@ from sqlalchemy import create_engine, delete, event, func, or_, select
 from sqlalchemy.orm import Session, defer, sessionmaker
 
 from . import keywords
+from .sqlite_connect import sqlite_pragmas
 from .errors import ModelMismatch, NotFound
 from .schema import (  # noqa: F401 (re-exported)
     ITEM_FIELDS, MEDIA_IMAGE, SCHEMA_VERSION, STATUS_INDEXED, STATUS_SKIPPED, TEXT_FIELDS,
@@ -48,30 +47,6 @@ def _vector_rows(table: str):
     return model, ((MediaItem.media == MEDIA_IMAGE,) if table == "images" else ())
 
 
-#: seconds a new connection keeps trying to put a locked SQLite file into WAL mode
-WAL_SWITCH_SECONDS = 30.0
-
-
-def _sqlite_pragmas(dbapi_conn, _record):
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA busy_timeout=30000")
-    # Switching a fresh file to WAL needs an exclusive lock, and SQLite answers "database is
-    # locked" at once, without its busy timeout, while another process holds the write lock
-    # (a second server worker migrating the new store, say): retry until the lock is free.
-    deadline = time.monotonic() + WAL_SWITCH_SECONDS
-    while True:
-        try:
-            cur.execute("PRAGMA journal_mode=WAL")
-            break
-        except sqlite3.OperationalError as e:
-            if "locked" not in str(e) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.close()
-
-
 class Store:
     """Engine + session factory + the queries of clipsearch."""
 
@@ -87,7 +62,7 @@ class Store:
             kwargs["pool_pre_ping"] = True
         self.engine = create_engine(url, **kwargs)
         if url.startswith("sqlite"):
-            event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "connect", sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         if create:
             # Alembic migrations own the schema (search/migrations): an empty database is
