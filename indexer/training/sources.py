@@ -12,6 +12,12 @@ A *family* is one source of named pictures, drawn in one style
 * ``icons``: freedesktop icons that show a thing, from the Oxygen, GNOME,
   Tango and Adwaita icon themes (:mod:`.icons`).
 
+Beside the families, :data:`EXEMPLAR_FAMILIES` are sources that only
+clipsearch-mini-lite2's exemplar memory reads (:func:`memory_ids`): ``openmoji``,
+the same emoji drawn by OpenMoji (:mod:`.openmoji`, from PyPI). No tower is
+trained on them, and :func:`load_pictures` does not return them
+(:func:`load_exemplars` does).
+
 :func:`load_pictures` returns all of them as one tuple of
 :class:`~indexer.training.data.Glyph`, Noto's glyphs first and in their old
 order, so the emoji held-out splits are unchanged by the new families. A
@@ -28,7 +34,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from search.errors import DependencyMissing
 
-from . import data, gcompris, icons
+from . import data, gcompris, icons, openmoji
 from .data import Glyph
 
 log = logging.getLogger(__name__)
@@ -36,7 +42,9 @@ log = logging.getLogger(__name__)
 FAMILIES = ("noto-emoji", "symbola", "gcompris", "icons")
 #: the word that training captions use for a picture of each family
 KIND_WORDS = {"noto-emoji": "emoji", "symbola": "black and white symbol", "gcompris": "picture",
-              "icons": "icon"}
+              "icons": "icon", openmoji.FAMILY: "emoji"}
+#: picture sources that only the exemplar memory reads, never a tower's training
+EXEMPLAR_FAMILIES = (openmoji.FAMILY,)
 SYMBOLA_APT_PACKAGE = "fonts-symbola"
 SYMBOLA_PATHS = ("/usr/share/fonts/truetype/ancient-scripts/Symbola_hint.ttf",
                  "/usr/share/fonts/truetype/ancient-scripts/Symbola.ttf")
@@ -110,8 +118,31 @@ def load_pictures() -> tuple[Glyph, ...]:
     return noto + tuple(extra)
 
 
+@functools.lru_cache(maxsize=2)
+def load_exemplars() -> tuple[Glyph, ...]:
+    """The pictures of :data:`EXEMPLAR_FAMILIES` (OpenMoji's 1,870 emoji, about 20 s)."""
+    return tuple(openmoji.load_pictures(data.load_glyphs(), KIND_WORDS[openmoji.FAMILY]))
+
+
+def memory_ids(pictures, families, exemplars=EXEMPLAR_FAMILIES) -> list[int]:
+    """Indices of the exemplar memory's pictures within ``pictures``.
+
+    The training pictures of ``families`` (:func:`indexer.training.data.glyph_ids`),
+    then the pictures of the memory-only sources ``exemplars`` whose Noto namesake is
+    a trained emoji: an emoji that the splits keep unseen gets no exemplar either.
+    """
+    unknown = set(exemplars) - set(EXEMPLAR_FAMILIES)
+    if unknown:
+        raise ValueError(f"unknown exemplar source(s) {', '.join(sorted(unknown))}; known: "
+                         f"{', '.join(EXEMPLAR_FAMILIES)}")
+    ids = data.glyph_ids(pictures, "train", families)
+    return ids + [i for i, g in enumerate(pictures) if g.family in exemplars
+                  and not data.is_unseen_text(g.text.split(":", 1)[1])]
+
+
 def family_ids(pictures, family: str) -> list[int]:
     """Indices of the pictures of ``family``; raises ValueError for an unknown family."""
-    if family not in FAMILIES:
-        raise ValueError(f"unknown picture family {family!r}; families: {', '.join(FAMILIES)}")
+    if family not in FAMILIES + EXEMPLAR_FAMILIES:
+        raise ValueError(f"unknown picture family {family!r}; families: "
+                         f"{', '.join(FAMILIES + EXEMPLAR_FAMILIES)}")
     return [i for i, g in enumerate(pictures) if g.family == family]

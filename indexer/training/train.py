@@ -335,14 +335,16 @@ def add_memory(checkpoint: str, out: str, say: Callable[[str], None]) -> dict:
     """Copy a ``clipsearch-mini-lite2`` checkpoint to ``out`` with its exemplar memory filled.
 
     The memory depends only on the frozen trunk, the head's input standardisation, the
-    text tower and the training pictures (of the families the checkpoint's recipe
-    trained on), so this writes what the same training run with the memory writes.
+    text tower and its pictures (the training pictures of the families the checkpoint's
+    recipe trained on, and the memory-only sources its head recipe names, today's
+    default for a checkpoint that names none), so this writes what the same training
+    run with the memory writes.
     Returns ``{"pictures": n, "seconds": s}``.
     """
     import open_clip
     from safetensors import safe_open
 
-    from .two_tower import fill_memory
+    from .two_tower import HeadRecipe, fill_memory, memory_pictures
 
     t0 = time.time()
     with safe_open(checkpoint, "pt") as f:
@@ -353,9 +355,10 @@ def add_memory(checkpoint: str, out: str, say: Callable[[str], None]) -> dict:
     model.eval()
     head = stored.pop("head", {})
     recipe = Recipe(**{k: v for k, v in stored.items() if k in Recipe.__dataclass_fields__})
-    glyphs = sources.load_pictures()
-    n = fill_memory(model, open_clip.get_tokenizer(name), encode_captions, glyphs,
-                    data.glyph_ids(glyphs, "train", recipe.families()), say)
-    stored["head"] = {**head, "memory": True}
+    # a checkpoint written before the memory-only sources existed takes today's default
+    exemplars = tuple(head.get("exemplars", HeadRecipe().exemplars))
+    pictures, ids = memory_pictures(sources.load_pictures(), recipe.families(), exemplars)
+    n = fill_memory(model, open_clip.get_tokenizer(name), encode_captions, pictures, ids, say)
+    stored["head"] = {**head, "memory": True, "exemplars": list(exemplars)}
     save_checkpoint(model, out, {"recipe": json.dumps(stored)})
     return {"pictures": n, "seconds": round(time.time() - t0, 1)}

@@ -45,6 +45,9 @@ class HeadRecipe:
     weight_decay: float = 0.05
     #: fill the exemplar memory with the training pictures (when the config gives it rows)
     memory: bool = True
+    #: memory-only picture sources (:data:`indexer.training.sources.EXEMPLAR_FAMILIES`) whose
+    #: pictures join the training pictures in the memory
+    exemplars: tuple[str, ...] = ("openmoji",)
 
 
 def single_scenes(glyphs, families, renders: int, seed: int):
@@ -208,7 +211,7 @@ def fill_memory(model, tokenizer, encode_captions, glyphs, ids, say: Callable[[s
     visual.memory_keys.copy_(keys)
     visual.memory_values.copy_(values)
     visual.memory_size.fill_(len(ids))
-    say(f"exemplar memory: {len(ids)} training pictures")
+    say(f"exemplar memory: {len(ids)} pictures")
     return len(ids)
 
 
@@ -256,12 +259,23 @@ def fit_head(visual, features: np.ndarray, text: np.ndarray, seed: int, recipe: 
     return history
 
 
+def memory_pictures(glyphs, families, exemplars) -> tuple[tuple, list[int]]:
+    """``(pictures, ids)`` for :func:`fill_memory`: the training pictures ``glyphs``
+    (:func:`indexer.training.sources.load_pictures`) followed by the memory-only sources'
+    pictures (loaded only when ``exemplars`` names one), and the memory's indices in them."""
+    from . import sources
+
+    pictures = tuple(glyphs) + (sources.load_exemplars() if exemplars else ())
+    return pictures, sources.memory_ids(pictures, families, tuple(exemplars))
+
+
 def fit_two_tower(model, tokenizer, encode_captions, scenes, text: np.ndarray, glyphs,
                   seed: int, say: Callable[[str], None],
                   recipe: HeadRecipe = HeadRecipe(), *, families) -> dict:
     """Fit the head, the class table and the memory of ``model.visual`` (a TwoTower).
 
-    The memory takes the training pictures of ``families`` (never the unseen ones).
+    The memory takes the training pictures of ``families`` (never the unseen ones) and
+    the pictures of ``recipe.exemplars`` (:func:`memory_pictures`).
     Returns timings.
     """
     import torch
@@ -278,8 +292,8 @@ def fit_two_tower(model, tokenizer, encode_captions, scenes, text: np.ndarray, g
     t1 = time.time()
     memory = 0
     if recipe.memory and visual.memory_keys.shape[0]:
-        memory = fill_memory(model, tokenizer, encode_captions, glyphs,
-                             data.glyph_ids(glyphs, "train", families), say)
+        pictures, ids = memory_pictures(glyphs, families, recipe.exemplars)
+        memory = fill_memory(model, tokenizer, encode_captions, pictures, ids, say)
     return {"feature_seconds": round(t_feat, 1), "head_seconds": round(t_head, 1),
             "memory_seconds": round(time.time() - t1, 1), "memory_pictures": memory,
             "head_recipe": dataclasses.asdict(recipe), "head_history": history,
