@@ -21,8 +21,8 @@ from safetensors.torch import load_file
 from indexer.training import data, sources
 from indexer.training.data import to_input
 from indexer.training.train import Recipe, add_memory, encode_captions, train
-from indexer.training.two_tower import (HeadRecipe, exemplar, fill_memory, preprocess_for,
-                                        single_scenes, upsized)
+from indexer.training.two_tower import (HeadRecipe, exemplar, fill_memory, memory_pictures,
+                                        preprocess_for, single_scenes, upsized)
 from search.errors import ModelUnavailable
 from search.models import BUNDLED, build_model, load_trained
 
@@ -382,10 +382,9 @@ def test_shipped_checkpoint_is_small_and_finds_held_out_pictures(tmp_path):
 
     config, checkpoint = BUNDLED["clipsearch-mini-lite2"]
     assert os.path.getsize(checkpoint) <= 50 * 1024 * 1024
-    state = load_file(checkpoint)  # the memory holds the 3,766 training pictures
-    pictures = sources.load_pictures()
-    assert int(state["visual.memory_size"]) == len(data.glyph_ids(pictures, "train",
-                                                                   sources.FAMILIES))
+    state = load_file(checkpoint)  # the 3,766 training pictures and 1,780 OpenMoji drawings
+    _, ids = memory_pictures(sources.load_pictures(), sources.FAMILIES, HeadRecipe().exemplars)
+    assert int(state["visual.memory_size"]) == len(ids)
     enc = build_encoder("clipsearch-mini-lite2", precision="fp32", threads=2)
     write_gallery(str(tmp_path), count=200, split="heldout")
     r10 = evaluate(enc, load_pairs(str(tmp_path)))["text_to_image"]["recall@10"]
