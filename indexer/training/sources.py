@@ -129,7 +129,8 @@ def memory_ids(pictures, families, exemplars=EXEMPLAR_FAMILIES) -> list[int]:
 
     The training pictures of ``families`` (:func:`indexer.training.data.glyph_ids`),
     then the pictures of the memory-only sources ``exemplars`` whose Noto namesake is
-    a trained emoji: an emoji that the splits keep unseen gets no exemplar either.
+    a trained emoji: an emoji that the splits keep unseen gets no exemplar either
+    (an exemplar's ``text`` is ``"SOURCE:EMOJI"``, as :mod:`.openmoji` writes it).
     """
     unknown = set(exemplars) - set(EXEMPLAR_FAMILIES)
     if unknown:
@@ -142,7 +143,6 @@ def memory_ids(pictures, families, exemplars=EXEMPLAR_FAMILIES) -> list[int]:
 
 def family_ids(pictures, family: str) -> list[int]:
     """Indices of the pictures of ``family``; raises ValueError for an unknown family."""
-    if family not in FAMILIES + EXEMPLAR_FAMILIES:
-        raise ValueError(f"unknown picture family {family!r}; families: "
-                         f"{', '.join(FAMILIES + EXEMPLAR_FAMILIES)}")
+    if family not in FAMILIES:
+        raise ValueError(f"unknown picture family {family!r}; families: {', '.join(FAMILIES)}")
     return [i for i, g in enumerate(pictures) if g.family == family]

@@ -183,7 +183,7 @@ def fill_memory(model, tokenizer, encode_captions, glyphs, ids, say: Callable[[s
     visual = model.visual
     rows = visual.memory_keys.shape[0]
     if len(ids) > rows:
-        raise ValueError(f"{len(ids)} training pictures but the config's memory has {rows} rows; "
+        raise ValueError(f"{len(ids)} memory pictures but the config's memory has {rows} rows; "
                          f"raise 'memory' in the config")
     inputs = trunk_inputs(visual)
     parts = torch.zeros(len(ids), visual.memory_width)
