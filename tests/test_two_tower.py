@@ -338,6 +338,24 @@ def test_fit_projection_finds_the_directions_two_views_share():
     assert min(corr) > 0.5
 
 
+def test_fit_projection_writes_the_same_numbers_whatever_the_blas_threads():
+    """LAPACK rounds differently on one BLAS thread than on two (measured: 256-wide parts
+    differ in a few floats), so fit_projection pins one: the shipped file must not depend
+    on the cores of the machine that trains it."""
+    from threadpoolctl import threadpool_limits
+
+    from indexer.training.two_tower import fit_projection
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1000, 256)).astype(np.float32)
+    y = (x[:, ::-1] + rng.standard_normal((1000, 256))).astype(np.float32)
+    with threadpool_limits(limits=1, user_api="blas"):
+        one = fit_projection(x, y, 64, 1.0)
+    with threadpool_limits(limits=2, user_api="blas"):
+        two = fit_projection(x, y, 64, 1.0)
+    assert one.tobytes() == two.tobytes()
+
+
 def test_a_mini_checkpoint_does_not_load_as_lite2(tmp_path):
     with pytest.raises(ModelUnavailable, match="does not fit"):
         load_trained(build_model("clipsearch-mini-lite2"), BUNDLED["clipsearch-mini"][1])

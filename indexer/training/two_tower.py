@@ -154,9 +154,13 @@ def fit_projection(raw: np.ndarray, outline: np.ndarray, dim: int, ridge: float)
     The projections keep the ``dim`` directions along which a picture's trunk features
     and its line drawing's vary together most (each part's covariance regularised by
     ``ridge``), so that a colour picture and a black-and-white drawing of one thing land
-    nearer each other. Computed in float64; each direction's sign is fixed (its largest
-    weight in the picture part is positive), so reruns write the same numbers.
+    nearer each other. Computed in float64 on one BLAS thread (LAPACK's eigh and SVD
+    round differently with two threads than with one, so the file would depend on the
+    machine's cores); each direction's sign is fixed (its largest weight in the picture
+    part is positive), so reruns write the same numbers.
     """
+    from threadpoolctl import threadpool_limits
+
     x = raw.astype(np.float64) - raw.mean(0)
     y = outline.astype(np.float64) - outline.mean(0)
     n = len(x)
@@ -165,9 +169,10 @@ def fit_projection(raw: np.ndarray, outline: np.ndarray, dim: int, ridge: float)
         w, u = np.linalg.eigh(c + ridge * np.eye(len(c)))
         return (u / np.sqrt(w)) @ u.T
 
-    wx, wy = inverse_root(x.T @ x / n), inverse_root(y.T @ y / n)
-    u, _s, vt = np.linalg.svd(wx @ (x.T @ y / n) @ wy)
-    a, b = wx @ u[:, :dim], wy @ vt.T[:, :dim]
+    with threadpool_limits(limits=1, user_api="blas"):
+        wx, wy = inverse_root(x.T @ x / n), inverse_root(y.T @ y / n)
+        u, _s, vt = np.linalg.svd(wx @ (x.T @ y / n) @ wy)
+        a, b = wx @ u[:, :dim], wy @ vt.T[:, :dim]
     sign = np.sign(a[np.abs(a).argmax(0), np.arange(dim)])
     return np.stack([a * sign, b * sign]).astype(np.float32)
 
