@@ -27,7 +27,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import data
+from . import data, sources
 
 #: side of the rendered training pictures, as in the evaluation splits
 RENDER_SIZE = 128
@@ -47,7 +47,7 @@ class HeadRecipe:
     memory: bool = True
     #: memory-only picture sources (:data:`indexer.training.sources.EXEMPLAR_FAMILIES`) whose
     #: pictures join the training pictures in the memory
-    exemplars: tuple[str, ...] = ("openmoji",)
+    exemplars: tuple[str, ...] = sources.EXEMPLAR_FAMILIES
 
 
 def single_scenes(glyphs, families, renders: int, seed: int):
@@ -268,8 +268,6 @@ def memory_pictures(glyphs, families, exemplars) -> tuple[tuple, list[int]]:
     """``(pictures, ids)`` for :func:`fill_memory`: the training pictures ``glyphs``
     (:func:`indexer.training.sources.load_pictures`) followed by the memory-only sources'
     pictures (loaded only when ``exemplars`` names one), and the memory's indices in them."""
-    from . import sources
-
     pictures = tuple(glyphs) + (sources.load_exemplars() if exemplars else ())
     return pictures, sources.memory_ids(pictures, families, tuple(exemplars))
 
