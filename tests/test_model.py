@@ -49,9 +49,12 @@ def test_bundled_files_are_small_and_present():
     assert os.path.getsize(checkpoint) <= 50 * 1024 * 1024
 
 
-def test_loads_offline_in_a_fresh_process():
+def test_loads_offline_in_a_fresh_process(tmp_path):
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", NO_PROXY="*",
-               HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9")
+               HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9",
+               TMPDIR=str(scratch))
     code = ("from search.models import create_bundled;"
             "m, p, t = create_bundled('clipsearch-mini');"
             "print(tuple(m.encode_text(t(['a red circle'])).shape))")
@@ -59,6 +62,8 @@ def test_loads_offline_in_a_fresh_process():
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "(1, 384)"
+    # the registered config's folder went (torch may leave its own torchinductor cache here)
+    assert [p.name for p in scratch.iterdir() if p.name.startswith("clipsearch")] == []
 
 
 def test_encodes_unit_vectors(bundled):

@@ -84,7 +84,7 @@ def resolved_config(config_path: str) -> dict[str, Any]:
 
 
 def register(name: str, config_path: str | None = None) -> str:
-    """Register ``name`` with open_clip (resolved config in a private temp dir); idempotent.
+    """Register ``name`` with open_clip (resolved config via a temp dir, removed); idempotent.
 
     ``config_path`` defaults to the bundled config of ``name``. Returns ``name``.
     """
@@ -97,11 +97,13 @@ def register(name: str, config_path: str | None = None) -> str:
     with _lock:
         if _registered.get(name) == config_path:
             return name
-        folder = tempfile.mkdtemp(prefix="clipsearch-models-")
-        resolved = os.path.join(folder, name + ".json")
-        with open(resolved, "w", encoding="utf-8") as f:
-            json.dump(resolved_config(config_path), f)
-        open_clip.add_model_config(resolved)
+        # open_clip reads the file into its registry at once and keeps the parsed config;
+        # the folder goes at once too (a later rescan skips a path that no longer exists).
+        with tempfile.TemporaryDirectory(prefix="clipsearch-models-") as folder:
+            resolved = os.path.join(folder, name + ".json")
+            with open(resolved, "w", encoding="utf-8") as f:
+                json.dump(resolved_config(config_path), f)
+            open_clip.add_model_config(resolved)
         _registered[name] = config_path
     return name
 
