@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 
@@ -22,6 +23,7 @@ from conftest import API_KEY, require_module
 from imagegen import make_library
 
 from search.lifetime import alive, cmdline, descendants
+from web import serving
 
 TINY = os.path.join(os.path.dirname(__file__), "tiny-clip.json")
 GONE_WITHIN = 5.0
@@ -160,10 +162,13 @@ def http(method: str, url: str, body: dict | None = None) -> tuple[int, dict]:
         return e.code, json.loads(e.read() or b"{}")
 
 
-def test_killed_server_takes_its_workers_and_their_indexing_job(tmp_path, photos):
+def test_killed_server_takes_its_workers_and_their_indexing_job(tmp_path, photos, monkeypatch):
     port = free_port()
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
     env = cli_env(tmp_path / "data", CLIPSEARCH_API_KEYS=API_KEY,
-                  CLIPSEARCH_LIBRARY_ROOTS=photos.root, CLIPSEARCH_RATE_LIMIT=0)
+                  CLIPSEARCH_LIBRARY_ROOTS=photos.root, CLIPSEARCH_RATE_LIMIT=0,
+                  TMPDIR=scratch)
     proc = start(["serve", "--workers", "2", "--port", str(port), "--no-access-log"], env)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
@@ -184,3 +189,12 @@ def test_killed_server_takes_its_workers_and_their_indexing_job(tmp_path, photos
     workers = [p for p in pids if "multiprocessing" not in cmdline(p)]
     assert len(workers) >= 2, {p: cmdline(p) for p in pids}  # the two gunicorn workers
     kill_and_check(proc, sorted(set(pids) | set(descendants(proc.pid))))
+    # The killed master could not remove its metrics folder; the next server's sweep does.
+    left = [p.name for p in scratch.iterdir() if p.name.startswith(serving.PROM_PREFIX)]
+    assert len(left) == 1 and left[0].startswith(f"{serving.PROM_PREFIX}{proc.pid}-"), left
+    running = scratch / f"{serving.PROM_PREFIX}{os.getpid()}-x"  # a live server's: kept
+    running.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    serving._sweep_metric_folders()
+    kept = [p.name for p in scratch.iterdir() if p.name.startswith(serving.PROM_PREFIX)]
+    assert kept == [running.name]

@@ -19,7 +19,9 @@ leaving them serving until gunicorn's own parent check notices.
 
 With several gunicorn workers, Prometheus metrics need a shared folder
 (``PROMETHEUS_MULTIPROC_DIR``); it is created here before any worker starts,
-unless the environment already names one, and removed when the server exits.
+unless the environment already names one, and removed when the server exits. A
+master killed by SIGKILL cannot remove it: its folder carries the master's pid, and
+the next server started removes the folders whose master is gone.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ import shutil
 import tempfile
 
 from search.config import Settings
+from search.lifetime import alive
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,24 @@ log = logging.getLogger(__name__)
 ACCESS_LOG_FORMAT = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms'
 DEFAULT_THREADS = 4
 WORKER_TIMEOUT = 120  # seconds; a worker loads its model before it answers heartbeats
+PROM_PREFIX = "clipsearch-prometheus-"  # + the master's pid + "-" + random
+
+
+def _sweep_metric_folders() -> None:
+    """Remove metric folders that killed masters left (their pid no longer runs)."""
+    root = tempfile.gettempdir()
+    for name in os.listdir(root):
+        pid = name[len(PROM_PREFIX):].split("-", 1)[0]
+        if not name.startswith(PROM_PREFIX) or not pid.isdigit() or alive([int(pid)]):
+            continue
+        path = os.path.join(root, name)
+        try:
+            mine = os.stat(path).st_uid == os.getuid()
+        except OSError:  # gone meanwhile
+            continue
+        if mine:
+            log.info("removing %s, left by a server that was killed", path)
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def bind_address(host: str, port: int) -> str:
@@ -91,7 +112,8 @@ def _serve_gunicorn(settings: Settings, *, threads: int, access_log: bool) -> No
 
     prom_dir = None
     if settings.web_workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        prom_dir = tempfile.mkdtemp(prefix="clipsearch-prometheus-")
+        _sweep_metric_folders()
+        prom_dir = tempfile.mkdtemp(prefix=f"{PROM_PREFIX}{os.getpid()}-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = prom_dir  # read by workers' prometheus_client
 
     def post_fork(server, worker):
