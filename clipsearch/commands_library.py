@@ -47,6 +47,7 @@ def index_cmd(obj: CliContext, paths, workers, batch_size, reembed, retry_skippe
     """
     import dataclasses
 
+    from search.encoder.allocator import keep_freed_memory
     from search.ingest.discover import resolve_root
     from search.ingest.job import IndexJob
 
@@ -59,6 +60,7 @@ def index_cmd(obj: CliContext, paths, workers, batch_size, reembed, retry_skippe
     if ray_shard_size < 1:
         raise click.BadParameter("must be at least 1", param_hint="--ray-shard-size")
     roots = [resolve_root(p) for p in paths]
+    keep_freed_memory()  # a batch job: reuse the encoder's freed activations (bench_allocator)
     stop = StopSignals()
     with stop:
         library = obj.library(load=False)

@@ -6,9 +6,12 @@ batch are such blocks (EfficientNet-Lite2 at 224 px, 64 pictures: about 100 MB e
 every batch maps them again and the kernel zero-fills every page on first touch. In
 ``clipsearch train`` that cost a third of the run in system time (1,091 s of 3,502 s,
 736 million minor page faults). Raising the mmap and trim thresholds lets freed blocks
-be reused from the heap: same numbers, a fraction of the faults (bench figures in
-docs/model.md). The price is that up to ``trim`` bytes of freed memory stay with the
-process, which suits batch jobs, not a long-lived server that idles.
+be reused from the heap: same numbers, a fraction of the faults, eager PyTorch 1.2-2x
+faster (``bench/bench_allocator.py``, figures in docs/benchmarks.md; OpenVINO has its own
+allocator and gains nothing). The price is that up to ``trim`` bytes of freed memory stay
+with the process, which suits batch jobs (``clipsearch train``, ``clipsearch index``), not
+a long-lived server that idles; and only the main thread's arena gains (a thread's arena
+is at most 64 MB, so its large blocks are still mapped).
 
 Elsewhere than glibc (musl, macOS, Windows) this does nothing.
 """
