@@ -40,5 +40,16 @@ def test_freed_blocks_are_reused_not_faulted_in_again():
     took, kept = faults("keep")
     assert took == "True"
     pages = 100 * 2**20 // os.sysconf("SC_PAGE_SIZE")
+    if huge_pages_always():  # fresh maps come in 2 MB pages: few faults either way
+        assert kept <= plain
+        return
     assert plain >= 15 * pages  # glibc maps each 100 MB block afresh: ~20 x its pages
     assert kept <= 8 * pages  # faulted in a few times (2 to 6 here), then reused
+
+
+def huge_pages_always() -> bool:
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled", encoding="ascii") as f:
+            return "[always]" in f.read()
+    except OSError:
+        return False
