@@ -19,7 +19,6 @@ Elsewhere than glibc (musl, macOS, Windows) this does nothing.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 
 log = logging.getLogger(__name__)
@@ -33,11 +32,9 @@ NEVER = -1  # as a trim threshold: glibc reads it as SIZE_MAX
 def keep_freed_memory(mmap_threshold: int = GiB) -> bool:
     """Raise glibc's mmap threshold to ``mmap_threshold`` (a C int) and stop trimming the
     heap, for this process; True when glibc took both."""
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-        mallopt = libc.mallopt if libc is not None else None
-    except (OSError, AttributeError):
+    try:  # the process's own symbols: libc is loaded already (find_library would run ldconfig)
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError, TypeError):
         mallopt = None
     if mallopt is None:
         log.debug("no glibc mallopt here; allocator left as it is")
