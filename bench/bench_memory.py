@@ -27,6 +27,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 from indexer.evaluate import evaluate, load_pairs  # noqa: E402
 from indexer.training.train import add_memory  # noqa: E402
 from search.encoder import build_encoder  # noqa: E402
+from search.encoder.allocator import keep_freed_memory  # noqa: E402
 
 
 def _row(result: dict) -> dict:
@@ -44,6 +45,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--json", dest="json_out", default=None)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    keep_freed_memory()  # as `clipsearch train` does
     report = {"checkpoint": args.checkpoint, "out": args.out,
               "memory": add_memory(args.checkpoint, args.out, logging.info), "galleries": {}}
     encoders = {label: build_encoder("clipsearch-mini-lite2", path, precision="fp32",

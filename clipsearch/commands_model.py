@@ -68,6 +68,7 @@ def train(out_dir, seed, steps, captions, batch_size, lr, threads, config_path, 
     import dataclasses
 
     from indexer.training.train import train as run_training
+    from search.encoder.allocator import keep_freed_memory
 
     base = _recipe_defaults()
     recipe = dataclasses.replace(base, seed=seed, **{k: v for k, v in dict(
@@ -83,6 +84,7 @@ def train(out_dir, seed, steps, captions, batch_size, lr, threads, config_path, 
         from indexer.training.two_tower import HeadRecipe
 
         head = HeadRecipe(singles=head_singles)
+    keep_freed_memory()  # a batch job: reuse freed activations (docs/benchmarks.md)
     summary = run_training(out_dir, recipe, name=name, config_path=config_path,
                            cache_dir=cache_dir, tower_from=tower_from, head=head,
                            progress=lambda msg: click.echo(msg, err=True))

@@ -26,7 +26,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from search.encoder.allocator import keep_freed_memory
 from search.models import BUNDLED, FROZEN_PREFIX, build_model, load_trained, text_tower_path
 
 from ..evaluate import retrieval_metrics
@@ -201,15 +200,13 @@ def train(out_dir: str, recipe: Recipe = Recipe(), *, name: str = "clipsearch-mi
     :class:`~search.errors.DependencyMissing` / :class:`~search.errors.ModelUnavailable`
     when a picture source (the fonts, GCompris' data, an icon theme; see
     :mod:`indexer.training.sources`), the ``emoji`` package or the text-tower
-    package is missing. Sets this process's allocator to keep freed blocks
-    (:func:`~search.encoder.allocator.keep_freed_memory`).
+    package is missing.
     """
     import open_clip
     import torch
 
     say = progress or (lambda msg: log.info("%s", msg))
     t0 = time.time()
-    keep_freed_memory()
     torch.set_num_threads(recipe.threads)
     torch.manual_seed(recipe.seed)
     config_path = config_path or BUNDLED[name][0]
@@ -342,8 +339,7 @@ def add_memory(checkpoint: str, out: str, say: Callable[[str], None]) -> dict:
     recipe trained on, and the memory-only sources its head recipe names, today's
     default for a checkpoint that names none), so this writes what the same training
     run with the memory writes.
-    Returns ``{"pictures": n, "seconds": s}``. Sets this process's allocator as
-    :func:`train` does.
+    Returns ``{"pictures": n, "seconds": s}``.
     """
     import open_clip
     from safetensors import safe_open
@@ -351,7 +347,6 @@ def add_memory(checkpoint: str, out: str, say: Callable[[str], None]) -> dict:
     from .two_tower import HeadRecipe, fill_memory, memory_pictures
 
     t0 = time.time()
-    keep_freed_memory()
     with safe_open(checkpoint, "pt") as f:
         stored = json.loads(f.metadata()["recipe"])
     name = "clipsearch-mini-lite2"

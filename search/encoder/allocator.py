@@ -10,7 +10,8 @@ be reused from the heap: same numbers, a fraction of the faults, eager PyTorch 1
 faster (``bench/bench_allocator.py``, figures in docs/benchmarks.md; OpenVINO has its own
 allocator and gains nothing). The price is that the heap is never trimmed: freed memory
 stays with the process up to its peak (the lite2 training's maximum RSS went from 7.1 to
-10.6 GB), which suits batch jobs (``clipsearch train``, ``clipsearch index``), not a
+10.6 GB), which suits batch jobs, so the batch commands call it (``clipsearch train``,
+``clipsearch index``, ``bench/bench_memory.py``), not library code and not a
 long-lived server that idles; and only the main thread's arena gains (a thread's arena
 is at most 64 MB, so its large blocks are still mapped).
 
